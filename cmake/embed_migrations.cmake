@@ -1,0 +1,12 @@
+# Writes a C++ file holding every migration (number, name, SQL text) in order.
+set(body "// generated from migrations/*.sql; do not edit\n#include \"store/migrations.h\"\nnamespace resendd::store {\nconst std::vector<migration>& embedded_migrations() {\n  static const std::vector<migration> all = {\n")
+foreach(f ${FILES})
+  get_filename_component(name ${f} NAME)
+  string(REGEX MATCH "^[0-9]+" num ${name})
+  math(EXPR num "${num}")
+  file(READ ${f} sql)
+  string(APPEND body "    {${num}, \"${name}\", R\"__sql__(${sql})__sql__\"},\n")
+endforeach()
+string(APPEND body "  };\n  return all;\n}\n}  // namespace resendd::store\n")
+file(WRITE ${OUT}.tmp "${body}")
+configure_file(${OUT}.tmp ${OUT} COPYONLY)

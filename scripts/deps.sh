@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages resendd needs to build, run and test. Idempotent: it only asks
+# apt when something is missing.
+set -euo pipefail
+packages=(
+  build-essential cmake pkg-config ca-certificates openssl sqlite3
+  libboost1.81-dev libboost-url1.81-dev libssl-dev libsqlite3-dev libsqlitecpp-dev
+  nlohmann-json3-dev libspdlog-dev libtoml11-dev libcli11-dev libsystemd-dev libre2-dev
+  libgtest-dev libgmock-dev libbenchmark-dev curl
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "installing: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

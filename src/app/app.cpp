@@ -1,0 +1,119 @@
+#include "app/app.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <spdlog/spdlog.h>
+
+#ifdef RESENDD_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "api/handlers.h"
+#include "http/client.h"
+#include "http/server.h"
+#include "queue/dispatcher.h"
+#include "queue/routes.h"
+#include "store/job_store.h"
+#include "token/token_service.h"
+
+namespace resendd {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// Everything said to systemd goes through here (a no-op without systemd or NOTIFY_SOCKET).
+void notify_systemd([[maybe_unused]] const char* state) {
+#ifdef RESENDD_HAVE_SYSTEMD
+  sd_notify(0, state);
+#endif
+}
+
+}  // namespace
+
+bool split_listen(const std::string& listen, std::string& host, std::uint16_t& port) {
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") host = "127.0.0.1";
+  try {
+    const int p = std::stoi(listen.substr(colon + 1));
+    if (p < 0 || p > 65535) return false;
+    port = static_cast<std::uint16_t>(p);
+  } catch (...) {
+    return false;
+  }
+  boost::system::error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+int run_daemon(const config& cfg, const clock& clk) {
+  std::string host;
+  std::uint16_t port = 0;
+  if (!split_listen(cfg.server.listen, host, port))
+    throw std::runtime_error("server.listen: \"" + cfg.server.listen + "\" is not IP:PORT");
+  if (!asio::ip::make_address(host).is_loopback() && cfg.server.api_tokens.empty() &&
+      !cfg.server.allow_unauthenticated_public)
+    throw std::runtime_error("server.listen: refusing to listen on " + host +
+                             " without server.api_tokens (or allow_unauthenticated_public = true)");
+
+  // Order matters: the store outlives everything that posts to it; the io_context outlives the
+  // store, whose writer posts completions onto it.
+  asio::io_context io{1};
+  store::job_store store(cfg.store.path, cfg.store.max_queue_depth, clk.now());
+  if (int n = store.requeue_delivering(clk.now()))
+    spdlog::warn("store: {} job(s) were being delivered when resendd last stopped; queued again", n);
+  route_table routes(cfg);
+  client_options copts;
+  copts.ca_file = cfg.delivery.ca_file;
+  copts.max_response_bytes = cfg.delivery.max_response_bytes;
+  http_client client(io.get_executor(), copts);
+  token_service tokens(cfg, client, clk);
+  dispatcher dispatch(io, store, routes, client, clk, cfg, &tokens);
+  api handlers({cfg, store, routes, dispatch, clk,
+                tokens.coze_configured() ? tokens.handler() : token_handler{}});
+  server_options sopts{host, port, cfg.server.max_body_bytes, 16 * 1024, cfg.server.read_timeout,
+                       cfg.server.max_connections};
+  http_server server(io, sopts, [&handlers](incoming_request r) { return handlers.handle(std::move(r)); });
+
+  const auto bound = server.start();
+  spdlog::info("listening on {}:{} (store {}, {} route(s), concurrency {})",
+               host.find(':') != std::string::npos ? "[" + host + "]" : host, bound, cfg.store.path,
+               routes.all().size(), cfg.delivery.defaults.concurrency);
+  dispatch.start();
+  notify_systemd("READY=1");
+
+  // Shutdown: stop accepting, let deliveries finish within shutdown_grace, then stop.
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  asio::steady_timer grace(io);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: shutting down (in flight: {})", sig, dispatch.in_flight());
+    notify_systemd("STOPPING=1");
+    server.stop();
+    dispatch.stop([&io] { io.stop(); });
+    grace.expires_after(cfg.delivery.shutdown_grace);
+    grace.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      spdlog::warn("shutdown: {} deliveries still in flight after {}; they will be queued again",
+                   dispatch.in_flight(), format_duration(cfg.delivery.shutdown_grace));
+      io.stop();
+    });
+  });
+
+  // One thread runs all network I/O (server, client, timers): Beast streams and their timers are
+  // not thread-safe, and the heavy work (SQLite commits) has its own thread in the store writer.
+  io.run();
+
+  // Deliveries cut off by the deadline go back to the queue; the writer then drains and stops.
+  if (int n = store.requeue_delivering(clk.now()))
+    spdlog::warn("shutdown: {} job(s) queued again", n);
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace resendd

@@ -1,0 +1,440 @@
+#include "config/config.h"
+
+#include <re2/re2.h>
+
+#include <boost/url/parse.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml.hpp>
+
+#include "util/log.h"
+
+extern char** environ;
+
+namespace resendd {
+
+config_error::config_error(std::vector<std::string> problems)
+    : std::runtime_error([&] {
+        std::string msg = "invalid configuration:";
+        for (const auto& p : problems) msg += "\n  " + p;
+        return msg;
+      }()),
+      problems_(std::move(problems)) {}
+
+environment process_environment() {
+  environment env;
+  for (char** e = environ; e && *e; ++e) {
+    std::string_view kv(*e);
+    if (auto eq = kv.find('='); eq != std::string_view::npos)
+      env.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+  }
+  return env;
+}
+
+namespace {
+
+using problems = std::vector<std::string>;
+
+// Reads the keys of one TOML table into a struct, recording each problem with the key's full
+// name, and at the end every key it was not asked about (unknown keys stop start-up).
+class table_reader {
+ public:
+  table_reader(const toml::value& v, std::string prefix, problems& errs)
+      : prefix_(std::move(prefix)), errs_(errs) {
+    if (!v.is_table()) {
+      bad("", "must be a table");
+      return;
+    }
+    table_ = &v.as_table();
+  }
+
+  void string(const char* key, std::string& out) {
+    if (auto* v = find(key)) {
+      if (v->is_string()) out = v->as_string().str;
+      else bad(key, "must be a string");
+    }
+  }
+  void boolean(const char* key, bool& out) {
+    if (auto* v = find(key)) {
+      if (v->is_boolean()) out = v->as_boolean();
+      else bad(key, "must be true or false");
+    }
+  }
+  template <class Int>
+  void integer(const char* key, Int& out, std::int64_t min, std::int64_t max) {
+    if (auto* v = find(key)) {
+      if (!v->is_integer()) return bad(key, "must be an integer");
+      const auto n = v->as_integer();
+      if (n < min || n > max)
+        return bad(key, "must be between " + std::to_string(min) + " and " + std::to_string(max));
+      out = static_cast<Int>(n);
+    }
+  }
+  template <class Int>
+  void integer(const char* key, std::optional<Int>& out, std::int64_t min, std::int64_t max) {
+    if (!has(key)) return;
+    Int n{};
+    integer(key, n, min, max);
+    out = n;
+  }
+  void duration(const char* key, millis& out, millis min = millis{0}) {
+    if (auto* v = find(key)) {
+      auto d = v->is_string() ? parse_duration(v->as_string().str) : std::nullopt;
+      if (!d) return bad(key, "must be a duration like \"500ms\", \"30s\", \"5m\", \"48h\", \"7d\"");
+      if (*d < min) return bad(key, "must be at least " + format_duration(min));
+      out = *d;
+    }
+  }
+  void duration(const char* key, std::optional<millis>& out, millis min = millis{0}) {
+    if (!has(key)) return;
+    millis d{};
+    duration(key, d, min);
+    out = d;
+  }
+  void string_list(const char* key, std::vector<std::string>& out) {
+    if (auto* v = find(key)) {
+      if (!v->is_array()) return bad(key, "must be a list of strings");
+      out.clear();
+      for (const auto& item : v->as_array()) {
+        if (!item.is_string()) return bad(key, "must be a list of strings");
+        out.push_back(item.as_string().str);
+      }
+    }
+  }
+  bool has(const char* key) const { return table_ && table_->count(key); }
+
+  // Reports keys never asked about.
+  void finish() {
+    if (!table_) return;
+    for (const auto& [k, v] : *table_)
+      if (!seen_.count(k)) errs_.push_back(name(k) + ": unknown key");
+  }
+
+ private:
+  const toml::value* find(const char* key) {
+    seen_.insert(key);
+    if (!table_) return nullptr;
+    auto it = table_->find(key);
+    return it == table_->end() ? nullptr : &it->second;
+  }
+  std::string name(const std::string& key) const {
+    return key.empty() ? prefix_ : prefix_.empty() ? key : prefix_ + "." + key;
+  }
+  void bad(const std::string& key, const std::string& why) { errs_.push_back(name(key) + ": " + why); }
+
+  std::string prefix_;
+  problems& errs_;
+  const toml::table* table_ = nullptr;
+  std::set<std::string> seen_;
+};
+
+void read_overrides(table_reader& r, delivery_overrides& o) {
+  r.integer("concurrency", o.concurrency, 1, 100000);
+  r.integer("max_attempts", o.max_attempts, 1, 1000000);
+  r.duration("max_age", o.max_age, millis{1});
+  r.duration("request_timeout", o.request_timeout, millis{1});
+  r.duration("retry_base", o.retry_base, millis{1});
+  r.duration("retry_cap", o.retry_cap, millis{1});
+}
+
+route_config read_route(const toml::value& v, std::size_t index, problems& errs) {
+  route_config r;
+  r.name.clear();
+  r.match.clear();
+  r.profile = "generic";
+  r.serialize_by.clear();
+  table_reader t(v, "routes[" + std::to_string(index) + "]", errs);
+  t.string("name", r.name);
+  t.string("match", r.match);
+  t.string("profile", r.profile);
+  t.boolean("allow_private_networks", r.allow_private_networks);
+  t.string("credentials", r.credentials);
+  t.string("serialize_by", r.serialize_by);
+  t.integer("key_concurrency", r.key_concurrency, 1, 10000);
+  t.duration("key_min_gap", r.key_min_gap);
+  read_overrides(t, r.overrides);
+  t.finish();
+  return r;
+}
+
+void read_document(const toml::value& root, config& c, problems& errs) {
+  table_reader top(root, "", errs);
+  static const std::set<std::string> sections = {"server", "store", "delivery", "routes",
+                                                  "coze",   "feishu", "log"};
+  if (root.is_table())
+    for (const auto& [k, v] : root.as_table())
+      if (!sections.count(k)) errs.push_back(k + ": unknown section");
+  const auto section = [&](const char* name) -> const toml::value* {
+    auto& t = root.as_table();
+    auto it = t.find(name);
+    return it == t.end() ? nullptr : &it->second;
+  };
+  if (!root.is_table()) return;
+  if (auto* v = section("server")) {
+    table_reader t(*v, "server", errs);
+    t.string("listen", c.server.listen);
+    t.string_list("api_tokens", c.server.api_tokens);
+    t.boolean("allow_unauthenticated_public", c.server.allow_unauthenticated_public);
+    t.integer("max_body_bytes", c.server.max_body_bytes, 1024, 64 << 20);
+    t.integer("max_connections", c.server.max_connections, 1, 100000);
+    t.duration("read_timeout", c.server.read_timeout, millis{100});
+    t.finish();
+  }
+  if (auto* v = section("store")) {
+    table_reader t(*v, "store", errs);
+    t.string("path", c.store.path);
+    t.integer("max_queue_depth", c.store.max_queue_depth, 1, std::int64_t(1) << 40);
+    t.finish();
+  }
+  if (auto* v = section("delivery")) {
+    table_reader t(*v, "delivery", errs);
+    auto& d = c.delivery.defaults;
+    t.integer("concurrency", d.concurrency, 1, 100000);
+    t.integer("max_attempts", d.max_attempts, 1, 1000000);
+    t.duration("max_age", d.max_age, millis{1});
+    t.duration("request_timeout", d.request_timeout, millis{1});
+    t.duration("retry_base", d.retry_base, millis{1});
+    t.duration("retry_cap", d.retry_cap, millis{1});
+    t.duration("rate_limit_cap", d.rate_limit_cap, millis{1});
+    t.string("ca_file", c.delivery.ca_file);
+    t.duration("shutdown_grace", c.delivery.shutdown_grace);
+    t.integer("max_response_bytes", c.delivery.max_response_bytes, 1024, 64 << 20);
+    t.finish();
+  }
+  if (auto* v = section("routes")) {
+    if (!v->is_array()) {
+      errs.push_back("routes: must be a list of tables ([[routes]])");
+    } else {
+      c.routes.clear();
+      std::size_t i = 0;
+      for (const auto& item : v->as_array()) c.routes.push_back(read_route(item, i++, errs));
+    }
+  }
+  if (auto* v = section("coze")) {
+    table_reader t(*v, "coze", errs);
+    t.string("app_id", c.coze.app_id);
+    t.string("public_key_id", c.coze.public_key_id);
+    t.string("private_key_file", c.coze.private_key_file);
+    t.string("token_url", c.coze.token_url);
+    t.finish();
+  }
+  if (auto* v = section("feishu")) {
+    table_reader t(*v, "feishu", errs);
+    t.string("app_id", c.feishu.app_id);
+    t.string("app_secret", c.feishu.app_secret);
+    t.string("token_url", c.feishu.token_url);
+    t.finish();
+  }
+  if (auto* v = section("log")) {
+    table_reader t(*v, "log", errs);
+    t.string("level", c.log.level);
+    t.finish();
+  }
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) {
+    const auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Environment and systemd credentials ($CREDENTIALS_DIRECTORY/<name>) beat the file.
+void apply_environment(config& c, const environment& env, problems& errs) {
+  const auto get = [&](const char* name) -> std::optional<std::string> {
+    auto it = env.find(name);
+    if (it == env.end() || it->second.empty()) return std::nullopt;
+    return it->second;
+  };
+  const auto credential = [&](const char* name) -> std::optional<std::string> {
+    auto dir = get("CREDENTIALS_DIRECTORY");
+    if (!dir) return std::nullopt;
+    auto text = read_file(*dir + "/" + name);
+    if (text) while (!text->empty() && (text->back() == '\n' || text->back() == '\r')) text->pop_back();
+    return text;
+  };
+  if (auto v = get("RESENDD_API_TOKENS")) c.server.api_tokens = split_list(*v);
+  if (auto v = credential("api_tokens")) c.server.api_tokens = split_list(*v);
+  if (auto v = get("RESENDD_LOG")) c.log.level = *v;
+  if (auto v = get("EXPECTED_COZE_API_KEY")) c.coze.app_id = *v;
+  if (auto v = get("COZE_APP_ID")) c.coze.app_id = *v;
+  if (auto v = get("COZE_PUBLIC_KEY_ID")) c.coze.public_key_id = *v;
+  if (auto v = get("COZE_API_URL")) c.coze.token_url = *v;
+  if (auto v = get("JWT_PRIVATE_KEY_FILE")) c.coze.private_key_file = *v;
+  if (auto v = get("FEISHU_APP_ID")) c.feishu.app_id = *v;
+  if (auto v = get("FEISHU_APP_SECRET")) c.feishu.app_secret = *v;
+  if (auto v = credential("feishu_app_secret")) c.feishu.app_secret = *v;
+  if (auto v = get("JWT_PRIVATE_KEY")) {
+    c.coze.private_key_pem = *v;
+  } else if (auto v = credential("jwt_private_key")) {
+    c.coze.private_key_pem = *v;
+  } else if (!c.coze.private_key_file.empty()) {
+    if (auto text = read_file(c.coze.private_key_file)) c.coze.private_key_pem = *text;
+    else errs.push_back("coze.private_key_file: cannot read " + c.coze.private_key_file);
+  }
+}
+
+bool valid_http_url(const std::string& s) {
+  auto u = boost::urls::parse_absolute_uri(s);
+  return u && (u->scheme() == "http" || u->scheme() == "https") && !u->host().empty();
+}
+
+void validate(const config& c, problems& errs) {
+  const auto colon = c.server.listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == c.server.listen.size())
+    errs.push_back("server.listen: must be HOST:PORT");
+  else {
+    const auto port = c.server.listen.substr(colon + 1);
+    if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
+        std::stoi(port) > 65535)
+      errs.push_back("server.listen: bad port \"" + port + "\"");
+  }
+  const auto& d = c.delivery.defaults;
+  if (d.retry_base > d.retry_cap) errs.push_back("delivery.retry_base: must not exceed retry_cap");
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < c.routes.size(); ++i) {
+    const auto& r = c.routes[i];
+    const auto key = "routes[" + std::to_string(i) + "].";
+    if (r.name.empty()) errs.push_back(key + "name: required");
+    else if (!names.insert(r.name).second) errs.push_back(key + "name: \"" + r.name + "\" is used twice");
+    if (r.match.empty()) errs.push_back(key + "match: required");
+    else if (RE2 re(r.match, RE2::Quiet); !re.ok())
+      errs.push_back(key + "match: bad pattern: " + re.error());
+    if (r.profile != "generic" && r.profile != "feishu")
+      errs.push_back(key + "profile: must be \"generic\" or \"feishu\"");
+    if (!r.credentials.empty() && r.credentials != "feishu_tenant" && r.credentials != "coze")
+      errs.push_back(key + "credentials: must be \"\", \"feishu_tenant\" or \"coze\"");
+    if (r.serialize_by != "" && r.serialize_by != "host" && r.serialize_by != "path" &&
+        r.serialize_by != "bitable_table")
+      errs.push_back(key + "serialize_by: must be \"\", \"host\", \"path\" or \"bitable_table\"");
+    const auto s = effective_settings(c, r);
+    if (s.retry_base > s.retry_cap) errs.push_back(key + "retry_base: must not exceed retry_cap");
+    if (r.credentials == "feishu_tenant" && (c.feishu.app_id.empty() || c.feishu.app_secret.empty()))
+      errs.push_back(key + "credentials: \"feishu_tenant\" needs feishu.app_id and feishu.app_secret");
+    if (r.credentials == "coze" &&
+        (c.coze.app_id.empty() || c.coze.public_key_id.empty() || c.coze.private_key_pem.empty()))
+      errs.push_back(key + "credentials: \"coze\" needs coze.app_id, public_key_id and a private key");
+  }
+  if (!valid_http_url(c.coze.token_url)) errs.push_back("coze.token_url: must be an http(s) URL");
+  if (!valid_http_url(c.feishu.token_url)) errs.push_back("feishu.token_url: must be an http(s) URL");
+  if (!c.delivery.ca_file.empty() && !read_file(c.delivery.ca_file))
+    errs.push_back("delivery.ca_file: cannot read " + c.delivery.ca_file);
+  if (c.store.path.empty()) errs.push_back("store.path: required");
+}
+
+config finish(config c, const environment& env, problems errs) {
+  apply_environment(c, env, errs);
+  validate(c, errs);
+  static const std::set<std::string> levels = {"trace", "debug", "info", "warn",
+                                               "error", "critical", "off"};
+  if (!levels.count(c.log.level)) errs.push_back("log.level: must be one of trace, debug, info, warn, error, critical, off");
+  if (!errs.empty()) throw config_error(std::move(errs));
+  return c;
+}
+
+}  // namespace
+
+config load_config_text(const std::string& text, const environment& env) {
+  config c;
+  problems errs;
+  try {
+    std::istringstream in(text);
+    read_document(toml::parse(in, "config"), c, errs);
+  } catch (const std::exception& e) {
+    errs.push_back(std::string("syntax: ") + e.what());
+  }
+  return finish(std::move(c), env, std::move(errs));
+}
+
+config load_config(const std::optional<std::filesystem::path>& file, const environment& env) {
+  if (!file) return finish(config{}, env, {});
+  auto text = read_file(file->string());
+  if (!text) throw config_error({"--config: cannot read " + file->string()});
+  return load_config_text(*text, env);
+}
+
+route_settings effective_settings(const config& c, const route_config& r) {
+  route_settings s = c.delivery.defaults;
+  const auto& o = r.overrides;
+  if (o.concurrency) s.concurrency = *o.concurrency;
+  if (o.max_attempts) s.max_attempts = *o.max_attempts;
+  if (o.max_age) s.max_age = *o.max_age;
+  if (o.request_timeout) s.request_timeout = *o.request_timeout;
+  if (o.retry_base) s.retry_base = *o.retry_base;
+  if (o.retry_cap) s.retry_cap = *o.retry_cap;
+  return s;
+}
+
+namespace {
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out.push_back('\\');
+    out.push_back(ch);
+  }
+  return out + "\"";
+}
+std::string literal(const std::string& s) {
+  return s.find('\'') == std::string::npos ? "'" + s + "'" : quote(s);
+}
+std::string masked(const std::string& s) { return s.empty() ? "\"\"" : quote(mask_secret(s)); }
+}  // namespace
+
+std::string render_config(const config& c) {
+  std::ostringstream o;
+  o << "[server]\nlisten = " << quote(c.server.listen) << "\napi_tokens = [";
+  for (std::size_t i = 0; i < c.server.api_tokens.size(); ++i)
+    o << (i ? ", " : "") << quote(mask_secret(c.server.api_tokens[i]));
+  o << "]\nallow_unauthenticated_public = " << std::boolalpha << c.server.allow_unauthenticated_public
+    << "\nmax_body_bytes = " << c.server.max_body_bytes
+    << "\nmax_connections = " << c.server.max_connections
+    << "\nread_timeout = " << quote(format_duration(c.server.read_timeout)) << "\n\n";
+  o << "[store]\npath = " << quote(c.store.path) << "\nmax_queue_depth = " << c.store.max_queue_depth
+    << "\n\n";
+  const auto& d = c.delivery.defaults;
+  o << "[delivery]\nconcurrency = " << d.concurrency
+    << "\nrequest_timeout = " << quote(format_duration(d.request_timeout))
+    << "\nmax_attempts = " << d.max_attempts << "\nmax_age = " << quote(format_duration(d.max_age))
+    << "\nretry_base = " << quote(format_duration(d.retry_base))
+    << "\nretry_cap = " << quote(format_duration(d.retry_cap))
+    << "\nrate_limit_cap = " << quote(format_duration(d.rate_limit_cap))
+    << "\nca_file = " << quote(c.delivery.ca_file)
+    << "\nshutdown_grace = " << quote(format_duration(c.delivery.shutdown_grace))
+    << "\nmax_response_bytes = " << c.delivery.max_response_bytes << "\n";
+  for (const auto& r : c.routes) {
+    const auto s = effective_settings(c, r);
+    o << "\n[[routes]]\nname = " << quote(r.name) << "\nmatch = " << literal(r.match)
+      << "\nprofile = " << quote(r.profile) << "\nallow_private_networks = " << r.allow_private_networks
+      << "\ncredentials = " << quote(r.credentials) << "\nserialize_by = " << quote(r.serialize_by)
+      << "\nkey_concurrency = " << r.key_concurrency
+      << "\nkey_min_gap = " << quote(format_duration(r.key_min_gap))
+      << "\nconcurrency = " << s.concurrency << "\nmax_attempts = " << s.max_attempts
+      << "\nmax_age = " << quote(format_duration(s.max_age))
+      << "\nrequest_timeout = " << quote(format_duration(s.request_timeout))
+      << "\nretry_base = " << quote(format_duration(s.retry_base))
+      << "\nretry_cap = " << quote(format_duration(s.retry_cap)) << "\n";
+  }
+  o << "\n[coze]\napp_id = " << quote(c.coze.app_id) << "\npublic_key_id = " << quote(c.coze.public_key_id)
+    << "\nprivate_key_file = " << quote(c.coze.private_key_file)
+    << "\n# private key loaded: " << (c.coze.private_key_pem.empty() ? "no" : "yes")
+    << "\ntoken_url = " << quote(c.coze.token_url) << "\n";
+  o << "\n[feishu]\napp_id = " << quote(c.feishu.app_id) << "\napp_secret = " << masked(c.feishu.app_secret)
+    << "\ntoken_url = " << quote(c.feishu.token_url) << "\n";
+  o << "\n[log]\nlevel = " << quote(c.log.level) << "\n";
+  return o.str();
+}
+
+}  // namespace resendd

@@ -1,0 +1,111 @@
+#pragma once
+// The daemon's configuration: one struct with the documented defaults built in, read from an
+// optional TOML file, then overridden from the environment, then validated as a whole.
+// Every key is documented in config/resendd.toml; this header says units and what 0 means.
+#include <cstddef>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "util/time.h"
+
+namespace resendd {
+
+// Settings a route may override; unset fields fall back to [delivery].
+struct delivery_overrides {
+  std::optional<int> concurrency;
+  std::optional<int> max_attempts;
+  std::optional<millis> max_age;
+  std::optional<millis> request_timeout;
+  std::optional<millis> retry_base;
+  std::optional<millis> retry_cap;
+};
+
+// What one delivery of a job on a route is allowed: [delivery] merged with the route's overrides.
+struct route_settings {
+  int concurrency = 64;             // deliveries in flight at once on this route
+  millis request_timeout{30'000};   // one attempt, connect to last byte
+  int max_attempts = 20;            // tries that count (rate-limited tries do not)
+  millis max_age{48 * 3'600'000LL}; // from creation; then the job is dead
+  millis retry_base{2'000};         // first backoff
+  millis retry_cap{30 * 60'000};    // largest backoff
+  millis rate_limit_cap{3'600'000}; // largest wait a rate-limit answer may ask for
+};
+
+struct route_config {
+  std::string name = "feishu-bitable";
+  std::string match =
+      R"(^https://open\.feishu\.cn/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records/batch_create([?].*)?$)";
+  std::string profile = "feishu";     // "generic" | "feishu"
+  bool allow_private_networks = false;
+  std::string credentials;            // "" | "feishu_tenant" | "coze"
+  // Writes that share a key are limited to key_concurrency at once, key_min_gap apart.
+  std::string serialize_by = "bitable_table";  // "" (no key) | "host" | "path" | "bitable_table"
+  int key_concurrency = 1;
+  millis key_min_gap{0};
+  delivery_overrides overrides;
+};
+
+struct config {
+  struct server_section {
+    std::string listen = "127.0.0.1:9000";  // port 0 = any free port
+    std::vector<std::string> api_tokens;    // empty = no authentication (loopback only)
+    bool allow_unauthenticated_public = false;  // listen beyond loopback with no api_tokens
+    std::size_t max_body_bytes = 1 << 20;
+    int max_connections = 1024;
+    millis read_timeout{30'000};  // a whole request must arrive within this
+  } server;
+  struct store_section {
+    std::string path = "var/resendd.db";
+    std::int64_t max_queue_depth = 1'000'000;  // queued + delivering; then /resend answers 503
+  } store;
+  struct delivery_section {
+    route_settings defaults;
+    std::string ca_file;       // extra trusted CA bundle (PEM), added to the system store
+    millis shutdown_grace{10'000};  // how long in-flight deliveries may finish on SIGTERM
+    std::size_t max_response_bytes = 1 << 20;
+  } delivery;
+  std::vector<route_config> routes{route_config{}};
+  struct coze_section {
+    std::string app_id;
+    std::string public_key_id;
+    std::string private_key_file;
+    std::string private_key_pem;  // from JWT_PRIVATE_KEY or the key file; a secret
+    std::string token_url = "https://api.coze.cn/api/permission/oauth2/token";
+  } coze;
+  struct feishu_section {
+    std::string app_id;
+    std::string app_secret;  // a secret
+    std::string token_url = "https://open.feishu.cn/open-apis/auth/v3/tenant_access_token/internal";
+  } feishu;
+  struct log_section {
+    std::string level = "info";
+  } log;
+};
+
+// Every problem found, each naming its key; thrown by load_config.
+class config_error : public std::runtime_error {
+ public:
+  explicit config_error(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+using environment = std::map<std::string, std::string>;
+environment process_environment();
+
+// Defaults, then the file (if given), then the environment, then validation. Throws config_error.
+config load_config(const std::optional<std::filesystem::path>& file, const environment& env);
+// Parses TOML text (for tests); same rules as load_config.
+config load_config_text(const std::string& toml_text, const environment& env);
+
+route_settings effective_settings(const config& c, const route_config& r);
+// The effective configuration as TOML, secrets masked (for `resendd check-config`).
+std::string render_config(const config& c);
+
+}  // namespace resendd

@@ -1,0 +1,304 @@
+#include "http/client.h"
+
+#include <openssl/ssl.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
+#include <charconv>
+#include <mutex>
+#include <unordered_map>
+#include <variant>
+
+#include "http/address_policy.h"
+
+namespace resendd {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+struct connection {
+  std::variant<std::unique_ptr<plain_stream>, std::unique_ptr<tls_stream>> stream;
+  steady::time_point idle_since;
+  beast::tcp_stream& lowest() {
+    return std::visit([](auto& s) -> beast::tcp_stream& { return beast::get_lowest_layer(*s); },
+                      stream);
+  }
+};
+
+struct target {
+  bool tls = false;
+  std::string host;  // without brackets
+  std::string port;
+  std::string host_header;
+  std::string path_and_query;
+  std::string pool_key;  // scheme://host:port + policy
+};
+
+std::optional<target> parse_target(const outbound_request& req) {
+  auto u = boost::urls::parse_absolute_uri(req.url);
+  if (!u || (u->scheme() != "http" && u->scheme() != "https") || u->host().empty())
+    return std::nullopt;
+  target t;
+  t.tls = u->scheme() == "https";
+  t.host = u->host_type() == boost::urls::host_type::ipv6 ? std::string(u->encoded_host_address())
+                                                           : std::string(u->host());
+  if (t.host.size() > 2 && t.host.front() == '[') t.host = t.host.substr(1, t.host.size() - 2);
+  t.port = u->has_port() ? std::string(u->port()) : (t.tls ? "443" : "80");
+  t.host_header = std::string(u->encoded_host_and_port());
+  t.path_and_query = std::string(u->encoded_path());
+  if (t.path_and_query.empty()) t.path_and_query = "/";
+  if (u->has_query()) t.path_and_query += "?" + std::string(u->encoded_query());
+  t.pool_key = std::string(u->scheme()) + "://" + t.host + ":" + t.port +
+               (req.allow_private ? "#private" : "#public");
+  return t;
+}
+
+bool is_hop_header(std::string_view name) {
+  return beast::iequals(name, "host") || beast::iequals(name, "content-length") ||
+         beast::iequals(name, "connection") || beast::iequals(name, "transfer-encoding") ||
+         beast::iequals(name, "keep-alive") || beast::iequals(name, "upgrade") ||
+         beast::iequals(name, "te") || beast::iequals(name, "expect");
+}
+
+// Retry-After (seconds; HTTP dates are ignored) or Feishu's x-ogw-ratelimit-reset (seconds).
+std::optional<millis> wait_hint(const http::fields& f) {
+  std::optional<millis> best;
+  for (const char* name : {"x-ogw-ratelimit-reset", "retry-after"}) {
+    auto it = f.find(name);
+    if (it == f.end()) continue;
+    const auto v = it->value();
+    std::int64_t secs = 0;
+    auto r = std::from_chars(v.data(), v.data() + v.size(), secs);
+    if (r.ec != std::errc{} || secs < 0) continue;
+    const millis m{std::min<std::int64_t>(secs, 86400 * 7) * 1000};
+    if (!best || m > *best) best = m;
+  }
+  return best;
+}
+
+std::string describe(const beast::error_code& ec) {
+  if (ec == beast::error::timeout) return "timed out";
+  return ec.message();
+}
+
+}  // namespace
+
+struct http_client::impl {
+  asio::any_io_executor ex;
+  client_options opts;
+  asio::ssl::context tls{asio::ssl::context::tls_client};
+  std::mutex mutex;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<connection>>> idle;
+
+  impl(asio::any_io_executor e, const client_options& o) : ex(std::move(e)), opts(o) {
+    tls.set_default_verify_paths();
+    if (!opts.ca_file.empty()) tls.load_verify_file(opts.ca_file);
+    tls.set_verify_mode(asio::ssl::verify_peer);
+    SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_2_VERSION);
+  }
+
+  std::unique_ptr<connection> take_idle(const std::string& key) {
+    std::lock_guard lock(mutex);
+    auto it = idle.find(key);
+    if (it == idle.end()) return nullptr;
+    auto& list = it->second;
+    while (!list.empty()) {
+      auto c = std::move(list.back());
+      list.pop_back();
+      if (steady::now() - c->idle_since < opts.idle_timeout && c->lowest().socket().is_open())
+        return c;
+    }
+    return nullptr;
+  }
+
+  void give_back(const std::string& key, std::unique_ptr<connection> c) {
+    std::lock_guard lock(mutex);
+    auto& list = idle[key];
+    if (list.size() >= opts.max_idle_per_origin) return;
+    c->idle_since = steady::now();
+    list.push_back(std::move(c));
+  }
+
+  asio::awaitable<std::unique_ptr<connection>> open(const target& t, const outbound_request& req,
+                                                    steady::time_point deadline,
+                                                    attempt_result& out);
+
+  template <class Stream>
+  asio::awaitable<bool> exchange(Stream& s, const target& t, const outbound_request& req,
+                                 steady::time_point deadline, attempt_result& out,
+                                 bool& wrote);
+};
+
+asio::awaitable<std::unique_ptr<connection>> http_client::impl::open(
+    const target& t, const outbound_request& req, steady::time_point deadline,
+    attempt_result& out) {
+  using namespace asio::experimental::awaitable_operators;
+  auto ex = co_await asio::this_coro::executor;
+  tcp::resolver resolver(ex);
+  asio::steady_timer timer(ex, deadline);
+  beast::error_code ec, tec;
+  auto which = co_await (
+      resolver.async_resolve(t.host, t.port, asio::redirect_error(asio::use_awaitable, ec)) ||
+      timer.async_wait(asio::redirect_error(asio::use_awaitable, tec)));
+  if (which.index() == 1) {
+    out.error = "resolve " + t.host + ": timed out";
+    out.timed_out = true;
+    co_return nullptr;
+  }
+  if (ec) {
+    out.error = "resolve " + t.host + ": " + ec.message();
+    co_return nullptr;
+  }
+  std::vector<tcp::endpoint> allowed;
+  for (const auto& e : std::get<0>(which)) {
+    if (req.allow_private || is_public_address(e.endpoint().address()))
+      allowed.push_back(e.endpoint());
+  }
+  if (allowed.empty()) {
+    out.error = "destination " + t.host + " resolves only to non-public addresses";
+    out.blocked = true;
+    co_return nullptr;
+  }
+  auto c = std::make_unique<connection>();
+  beast::tcp_stream tcp_s(ex);
+  tcp_s.expires_at(deadline);
+  co_await tcp_s.async_connect(allowed, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    out.error = "connect " + t.host + ":" + t.port + ": " + describe(ec);
+    out.timed_out = ec == beast::error::timeout;
+    co_return nullptr;
+  }
+  if (!t.tls) {
+    c->stream = std::make_unique<plain_stream>(std::move(tcp_s));
+    co_return c;
+  }
+  auto s = std::make_unique<tls_stream>(std::move(tcp_s), tls);
+  beast::error_code addr_ec;
+  asio::ip::make_address(t.host, addr_ec);
+  // SNI only for names; an IP literal is verified against the certificate's IP entries.
+  if (addr_ec && !SSL_set_tlsext_host_name(s->native_handle(), t.host.c_str())) {
+    out.error = "TLS: cannot set SNI";
+    co_return nullptr;
+  }
+  s->set_verify_callback(asio::ssl::host_name_verification(t.host));
+  co_await s->async_handshake(asio::ssl::stream_base::client,
+                              asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    out.error = "TLS handshake with " + t.host + ": " + describe(ec);
+    out.timed_out = ec == beast::error::timeout;
+    out.tls_failed = !out.timed_out;
+    co_return nullptr;
+  }
+  c->stream = std::move(s);
+  co_return c;
+}
+
+template <class Stream>
+asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
+                                                  const outbound_request& req,
+                                                  steady::time_point deadline,
+                                                  attempt_result& out, bool& wrote) {
+  http::request<http::string_body> msg;
+  msg.method_string(req.method);
+  msg.target(t.path_and_query);
+  msg.version(11);
+  msg.set(http::field::host, t.host_header);
+  msg.set(http::field::user_agent, opts.user_agent);
+  bool has_type = false;
+  for (const auto& [name, value] : req.headers) {
+    if (is_hop_header(name)) continue;
+    has_type = has_type || beast::iequals(name, "content-type");
+    msg.set(name, value);
+  }
+  if (!req.body.empty() && !has_type) msg.set(http::field::content_type, "application/json; charset=utf-8");
+  msg.body() = req.body;
+  msg.keep_alive(true);
+  msg.prepare_payload();
+
+  beast::error_code ec;
+  beast::get_lowest_layer(s).expires_at(deadline);
+  co_await http::async_write(s, msg, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    out.error = "send: " + describe(ec);
+    out.timed_out = ec == beast::error::timeout;
+    co_return false;
+  }
+  wrote = true;
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(opts.max_response_bytes);
+  parser.header_limit(64 * 1024);
+  co_await http::async_read(s, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec == http::error::body_limit && parser.is_header_done()) {
+    // Answered: the status stands, the body is kept as far as read.
+    out.status = int(parser.get().result_int());
+    out.body = std::move(parser.get().body());
+    out.retry_after = wait_hint(parser.get().base());
+    co_return false;
+  }
+  if (ec) {
+    out.error = "receive: " + describe(ec);
+    out.timed_out = ec == beast::error::timeout;
+    co_return false;
+  }
+  auto& res = parser.get();
+  out.status = int(res.result_int());
+  out.body = std::move(res.body());
+  out.retry_after = wait_hint(res.base());
+  co_return res.keep_alive();
+}
+
+http_client::http_client(asio::any_io_executor ex, const client_options& opts)
+    : impl_(std::make_unique<impl>(std::move(ex), opts)) {}
+
+http_client::~http_client() = default;
+
+asio::awaitable<attempt_result> http_client::send(outbound_request req) {
+  attempt_result out;
+  auto t = parse_target(req);
+  if (!t) {
+    out.error = "bad URL";
+    out.blocked = true;
+    co_return out;
+  }
+  const auto deadline = steady::now() + req.timeout;
+  // A pooled connection the peer closed fails on write; then (nothing was sent) a fresh one is
+  // tried. A failure after the request was written is never retried here: the peer may have
+  // acted on it, and the retry policy decides.
+  for (int round = 0; round < 2; ++round) {
+    auto c = round == 0 ? impl_->take_idle(t->pool_key) : nullptr;
+    const bool reused = c != nullptr;
+    if (!c) c = co_await impl_->open(*t, req, deadline, out);
+    if (!c) co_return out;
+    bool wrote = false;
+    const bool keep = co_await std::visit(
+        [&](auto& s) { return impl_->exchange(*s, *t, req, deadline, out, wrote); }, c->stream);
+    if (!out.answered() && reused && !wrote) {
+      out = attempt_result{};
+      continue;
+    }
+    if (keep && out.answered()) impl_->give_back(t->pool_key, std::move(c));
+    co_return out;
+  }
+  co_return out;
+}
+
+}  // namespace resendd

@@ -1,0 +1,192 @@
+#include "http/server.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <array>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <spdlog/spdlog.h>
+
+namespace resendd {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+outgoing_response json_error(int status, std::string_view code, std::string_view message) {
+  outgoing_response r;
+  r.status = status;
+  r.body = nlohmann::json{{"error", message}, {"code", code}}.dump();
+  return r;
+}
+
+struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
+  asio::io_context& io;
+  server_options opts;
+  request_handler handler;
+  tcp::acceptor acceptor;
+  std::atomic<int> connections{0};
+  std::atomic<int> busy{0};
+  std::atomic<bool> stopping{false};
+  std::mutex mutex;
+  std::set<beast::tcp_stream*> open_streams;
+
+  impl(asio::io_context& i, server_options o, request_handler h)
+      : io(i), opts(std::move(o)), handler(std::move(h)), acceptor(i) {}
+
+  asio::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    for (;;) {
+      beast::error_code ec;
+      tcp::socket sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        if (stopping || ec == asio::error::operation_aborted) co_return;
+        spdlog::warn("accept: {}", ec.message());
+        continue;
+      }
+      if (connections.load() >= opts.max_connections) {
+        spdlog::warn("connection limit ({}) reached; closing a new connection", opts.max_connections);
+        sock.close(ec);
+        continue;
+      }
+      asio::co_spawn(sock.get_executor(), session(std::move(sock)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> write(beast::tcp_stream& stream, const outgoing_response& r, bool keep_alive,
+                              unsigned version) {
+    http::response<http::string_body> res;
+    res.version(version);
+    res.result(static_cast<http::status>(r.status));
+    res.set(http::field::server, "resendd");
+    if (!r.body.empty() || r.status >= 200) res.set(http::field::content_type, r.content_type);
+    for (const auto& [k, v] : r.headers) res.set(k, v);
+    res.body() = r.body;
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    beast::error_code ec;
+    stream.expires_after(opts.read_timeout);
+    co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  // After an early error answer the client may still be sending: read and discard what comes
+  // (bounded in bytes and time) so that closing does not reset the connection before the client
+  // has read the answer.
+  asio::awaitable<void> drain(beast::tcp_stream& stream) {
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream.expires_after(std::chrono::seconds(2));
+    std::array<char, 16384> sink;
+    for (std::size_t total = 0; total < 8 * opts.max_body_bytes + (1 << 20);) {
+      const auto n = co_await stream.async_read_some(asio::buffer(sink),
+                                                    asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;
+      total += n;
+    }
+  }
+
+  asio::awaitable<void> session(tcp::socket sock) {
+    auto self = shared_from_this();
+    ++connections;
+    beast::tcp_stream stream(std::move(sock));
+    {
+      std::lock_guard lock(mutex);
+      open_streams.insert(&stream);
+    }
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(opts.max_body_bytes);
+      parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
+      beast::error_code ec;
+      stream.expires_after(opts.read_timeout);
+      co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+          ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+          ec == asio::error::eof)
+        break;
+      if (ec) {
+        if (ec == http::error::body_limit)
+          co_await write(stream, json_error(413, "too_large", "request body is larger than " +
+                         std::to_string(opts.max_body_bytes) + " bytes"), false, 11);
+        else if (ec == http::error::header_limit)
+          co_await write(stream, json_error(431, "headers_too_large", "request headers are too large"), false, 11);
+        else
+          co_await write(stream, json_error(400, "bad_http", "malformed HTTP request: " + ec.message()), false, 11);
+        spdlog::info("http: rejected a request: {}", ec.message());
+        co_await drain(stream);
+        break;
+      }
+      auto req = parser.release();
+      incoming_request in;
+      in.method = std::string(req.method_string());
+      in.target = std::string(req.target());
+      for (const auto& f : req) {
+        std::string name(f.name_string());
+        for (auto& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+        in.headers[name] = std::string(f.value());
+      }
+      in.body = std::move(req.body());
+      outgoing_response out;
+      ++busy;
+      try {
+        out = co_await handler(std::move(in));
+      } catch (const std::exception& e) {
+        spdlog::error("http: handler failed on {} {}: {}", std::string(req.method_string()),
+                      std::string(req.target()), e.what());
+        out = json_error(500, "internal", "internal error");
+      }
+      --busy;
+      const bool keep = req.keep_alive() && !stopping;
+      co_await write(stream, out, keep, req.version());
+      if (!keep) break;
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    {
+      std::lock_guard lock(mutex);
+      open_streams.erase(&stream);
+    }
+    --connections;
+  }
+};
+
+http_server::http_server(asio::io_context& io, server_options opts, request_handler handler)
+    : impl_(std::make_shared<impl>(io, std::move(opts), std::move(handler))) {}
+
+http_server::~http_server() { stop(); }
+
+std::uint16_t http_server::start() {
+  auto& a = impl_->acceptor;
+  const tcp::endpoint ep(asio::ip::make_address(impl_->opts.host), impl_->opts.port);
+  a.open(ep.protocol());
+  a.set_option(asio::socket_base::reuse_address(true));
+  a.bind(ep);
+  a.listen(asio::socket_base::max_listen_connections);
+  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  return a.local_endpoint().port();
+}
+
+void http_server::stop() {
+  if (impl_->stopping.exchange(true)) return;
+  auto self = impl_;
+  asio::post(impl_->io, [self] {
+    beast::error_code ec;
+    self->acceptor.close(ec);
+    std::lock_guard lock(self->mutex);
+    // Idle keep-alive connections are waiting in a read: cancel it. A request being handled
+    // finishes and is answered with "Connection: close".
+    for (auto* s : self->open_streams) s->socket().cancel(ec);
+  });
+}
+
+int http_server::busy() const { return impl_->busy.load(); }
+
+}  // namespace resendd

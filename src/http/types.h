@@ -1,0 +1,55 @@
+#pragma once
+// Small types shared by the HTTP server, the HTTP client and their users. No Beast here: only
+// http/server.cpp and http/client.cpp include Beast, so the rest of the code compiles fast.
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "util/time.h"
+
+namespace resendd {
+
+// A request the server received, already read whole (within the configured limits).
+struct incoming_request {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // "/jobs?state=dead"
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+  std::string header(const std::string& lower_name) const {
+    auto it = headers.find(lower_name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+struct outgoing_response {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string content_type = "application/json";
+};
+
+// One outbound request as the delivery path builds it.
+struct outbound_request {
+  std::string method = "POST";
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  millis timeout{30'000};
+  bool allow_private = false;  // may reach loopback/private addresses
+};
+
+// What the HTTP client reports about one attempt.
+struct attempt_result {
+  std::string error;      // transport failure ("connect: Connection refused"); empty = answered
+  bool timed_out = false;
+  bool blocked = false;   // the address policy refused every address of the host (permanent)
+  bool tls_failed = false;
+  int status = 0;         // HTTP status when answered
+  std::string body;       // the response body, possibly truncated
+  std::optional<millis> retry_after;  // Retry-After or x-ogw-ratelimit-reset, when given
+  bool answered() const { return error.empty(); }
+};
+
+}  // namespace resendd

@@ -1,0 +1,127 @@
+#include "queue/intake.h"
+
+#include <re2/re2.h>
+
+#include <boost/url/parse.hpp>
+#include <nlohmann/json.hpp>
+
+#include "queue/json_path.h"
+#include "queue/routes.h"
+#include "util/random.h"
+
+namespace resendd {
+namespace {
+
+using nlohmann::json;
+
+bool is_token(std::string_view s) {
+  if (s.empty() || s.size() > 256) return false;
+  for (unsigned char c : s)
+    if (!(std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(char(c)) != std::string_view::npos))
+      return false;
+  return true;
+}
+
+bool is_header_value(std::string_view s) {
+  if (s.size() > 8192) return false;
+  for (unsigned char c : s)
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  return true;
+}
+
+intake_error bad(std::string code, std::string message) {
+  return {400, std::move(code), std::move(message)};
+}
+
+std::optional<intake_error> check_headers(const json& req) {
+  if (!req.contains("headers") || req["headers"].is_null()) return std::nullopt;
+  const auto& h = req["headers"];
+  if (!h.is_object()) return bad("bad_headers", "headers must be an object of strings");
+  if (h.size() > 100) return bad("bad_headers", "more than 100 headers");
+  for (const auto& [name, value] : h.items()) {
+    if (!value.is_string()) return bad("bad_headers", "header " + name.substr(0, 100) + " must be a string");
+    if (!is_token(name)) return bad("bad_headers", "header name \"" + name.substr(0, 100) + "\" is not valid");
+    if (!is_header_value(value.get_ref<const std::string&>()))
+      return bad("bad_headers", "header " + name + " has a control character or is too long");
+  }
+  return std::nullopt;
+}
+
+std::variant<std::vector<std::string>, intake_error> read_commands(const json& req) {
+  std::vector<std::string> paths;
+  if (!req.contains("commands") || req["commands"].is_null()) return paths;
+  const auto& c = req["commands"];
+  if (!c.is_object()) return bad("bad_commands", "commands must be an object");
+  for (const auto& [name, value] : c.items()) {
+    if (name != "json_parse") return bad("bad_commands", "unknown command \"" + name.substr(0, 100) + "\"");
+    if (value.is_null()) continue;
+    if (!value.is_array()) return bad("bad_commands", "commands.json_parse must be a list of strings");
+    for (const auto& p : value) {
+      if (!p.is_string()) return bad("bad_commands", "commands.json_parse must be a list of strings");
+      paths.push_back(p.get<std::string>());
+    }
+  }
+  if (paths.size() > 64) return bad("bad_commands", "more than 64 json_parse paths");
+  return paths;
+}
+
+}  // namespace
+
+bool takes_client_token(std::string_view location) {
+  static const RE2 create(R"(https?://[^/]+/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records(/batch_create)?([?].*)?)");
+  return RE2::FullMatch(re2::StringPiece(location.data(), location.size()), create);
+}
+
+std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
+                                                       std::string_view idempotency_key,
+                                                       const route_table& routes, sys_time now) {
+  if (!json_depth_within(body)) return bad("bad_json", "body nests deeper than 64 levels");
+  json req = json::parse(body, nullptr, false);
+  if (req.is_discarded()) return bad("bad_json", "body is not valid JSON");
+  if (!req.is_object()) return bad("bad_json", "body must be a JSON object");
+
+  if (!req.contains("location") || !req["location"].is_string())
+    return bad("bad_location", "location is required and must be a string");
+  const auto location = req["location"].get<std::string>();
+  auto url = boost::urls::parse_absolute_uri(location);
+  if (!url || (url->scheme() != "http" && url->scheme() != "https") || url->host().empty() ||
+      location.size() > 8192)
+    return bad("bad_location", "location must be an absolute http(s) URL");
+
+  std::string method = "POST";
+  if (req.contains("method") && !req["method"].is_null()) {
+    if (!req["method"].is_string() || !is_token(req["method"].get<std::string>()))
+      return bad("bad_method", "method must be an HTTP method name");
+    method = req["method"].get<std::string>();
+    for (auto& ch : method) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+  }
+  if (auto e = check_headers(req)) return *e;
+  auto commands = read_commands(req);
+  if (auto* e = std::get_if<intake_error>(&commands)) return *e;
+  const auto& paths = std::get<std::vector<std::string>>(commands);
+  {
+    json copy = req;  // delivery applies the commands again to the stored request
+    if (auto err = apply_json_parse(copy, paths)) return bad("bad_path", *err);
+  }
+  if (idempotency_key.size() > 256 || !is_header_value(idempotency_key))
+    return bad("bad_idempotency_key", "Idempotency-Key must be at most 256 printable characters");
+
+  const route* r = routes.match(location);
+  if (!r) return intake_error{403, "no_route", "location matches no configured route"};
+
+  store::new_job job;
+  job.id = uuid_v7(now);
+  job.route = r->cfg.name;
+  job.method = method;
+  job.location = location;
+  job.request = std::string(body);
+  if (!idempotency_key.empty()) job.idempotency_key = std::string(idempotency_key);
+  // Feishu idempotency: one client_token per job, sent on every attempt, unless the bot set one.
+  if (r->cfg.profile == "feishu" && takes_client_token(location) &&
+      !url->params().contains("client_token"))
+    job.client_token = uuid_v4();
+  if (auto key = resource_key(r->cfg, location); !key.empty()) job.resource_key = std::move(key);
+  return job;
+}
+
+}  // namespace resendd

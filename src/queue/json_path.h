@@ -1,0 +1,40 @@
+#pragma once
+// json_parse paths (the seed's `commands.json_parse`): `$` followed by any number of `.name`,
+// `['name']`, `["name"]`, `[n]` and `[*]` (`.*` too), rooted at the whole /resend request object,
+// e.g. `$.params.records[*].fields`. Applying a path replaces each string it reaches by the JSON
+// value that string holds. Pure code, no I/O; thread-safe.
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace resendd {
+
+struct json_path {
+  struct wildcard {};
+  using step = std::variant<std::string, std::size_t, wildcard>;  // key, index, [*]
+  std::string text;
+  std::vector<step> steps;
+};
+
+// nullopt and a reason in *error when the text is not a path.
+std::optional<json_path> parse_json_path(std::string_view text, std::string* error);
+
+// Replaces every string that `path` reaches in `doc` by the JSON it holds. A step that finds
+// nothing (missing key, index out of range, wrong container), a target that is not a string, or a
+// string that is not JSON (or nests deeper than max_json_depth) is an error; then `doc` may be
+// partly changed, so callers apply to a copy. [*] over an empty container reaches nothing, fine.
+std::optional<std::string> apply_json_parse(nlohmann::json& doc, const json_path& path);
+
+// Parses and applies every path in order; the first error wins.
+std::optional<std::string> apply_json_parse(nlohmann::json& doc,
+                                            const std::vector<std::string>& paths);
+
+// The deepest nesting of arrays/objects in JSON text, counted without recursion; parsing and
+// printing nlohmann::json recurse, so input is checked against this first.
+inline constexpr int max_json_depth = 64;
+bool json_depth_within(std::string_view text, int max_depth = max_json_depth);
+
+}  // namespace resendd

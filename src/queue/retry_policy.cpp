@@ -1,0 +1,73 @@
+#include "queue/retry_policy.h"
+
+#include <algorithm>
+
+namespace resendd {
+
+millis backoff_delay(int n, const route_settings& s, std::uint64_t jitter) {
+  std::int64_t d = s.retry_base.count();
+  for (int i = 1; i < n && d < s.retry_cap.count(); ++i) d *= 2;
+  d = std::min(d, s.retry_cap.count());
+  const std::int64_t half = d / 2;
+  return millis{half + std::int64_t(jitter % std::uint64_t(d - half + 1))};
+}
+
+next_step next_retry(const verdict& v, const job_progress& before, sys_time now,
+                     const route_settings& s, bool can_refresh, std::uint64_t jitter) {
+  using st = next_step::state;
+  next_step out;
+  out.reason = v.reason;
+  const sys_time deadline = before.created_at + s.max_age;
+  switch (v.kind) {
+    case outcome_kind::succeeded:
+      out.to = st::succeeded;
+      out.reason.clear();
+      return out;
+    case outcome_kind::dead:
+      out.to = st::dead;
+      return out;
+    case outcome_kind::refresh_credentials:
+      out.counted = false;
+      if (!can_refresh) {
+        out.to = st::dead;
+        out.reason = "access token expired or invalid and the route has no credentials to mint one (" +
+                     v.reason + ")";
+        return out;
+      }
+      if (before.auth_refreshes >= max_auth_refreshes) {
+        out.to = st::dead;
+        out.reason = "access token refused after " + std::to_string(max_auth_refreshes) +
+                     " fresh tokens (" + v.reason + ")";
+        return out;
+      }
+      out.auth_refresh = true;
+      out.next_attempt_at = now;
+      break;
+    case outcome_kind::rate_limited: {
+      out.counted = false;
+      // Any hint from the destination (Retry-After, x-ogw-ratelimit-reset) is a lower bound.
+      millis wait = backoff_delay(before.free_attempts + 1, s, jitter);
+      if (v.wait) wait = std::max(*v.wait, millis{0});
+      out.next_attempt_at = now + std::min(wait, s.rate_limit_cap);
+      break;
+    }
+    case outcome_kind::retry:
+      if (before.attempts + 1 >= s.max_attempts) {
+        out.to = st::dead;
+        out.reason = "max_attempts (" + std::to_string(s.max_attempts) + ") used up; last: " + v.reason;
+        return out;
+      }
+      out.next_attempt_at = now + backoff_delay(before.attempts + 1, s, jitter);
+      break;
+  }
+  if (now >= deadline) {
+    out.to = st::dead;
+    out.reason = "max_age (" + format_duration(s.max_age) + ") used up; last: " + v.reason;
+    return out;
+  }
+  out.next_attempt_at = std::min(out.next_attempt_at, deadline);
+  out.to = st::queued;
+  return out;
+}
+
+}  // namespace resendd

@@ -1,0 +1,244 @@
+#include "token/token_service.h"
+
+#include <openssl/crypto.h>
+
+#include <boost/url/parse.hpp>
+#include <spdlog/spdlog.h>
+
+#include "http/client.h"
+#include "http/server.h"
+#include "util/await.h"
+#include "util/log.h"
+#include "queue/json_path.h"
+#include "util/random.h"
+
+namespace resendd {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+namespace {
+
+constexpr int default_duration_seconds = 86399;  // the seed asked 86400; Coze documents 86399 max
+constexpr millis exchange_timeout{15'000};
+
+millis refresh_margin(const token_grant& g) {
+  return std::max(millis{60'000}, (g.expires_at - g.obtained_at) / 10);
+}
+
+token_grant failure(int status, std::string error, json body = nullptr) {
+  token_grant g;
+  g.status = status;
+  g.error = std::move(error);
+  g.body = body.is_null() ? json{{"error", g.error}, {"code", status == 502 ? "upstream_error" : "internal"}}
+                          : std::move(body);
+  return g;
+}
+
+std::string host_of(const std::string& url) {
+  auto u = boost::urls::parse_absolute_uri(url);
+  return u ? std::string(u->host()) : std::string();
+}
+
+}  // namespace
+
+struct token_service::flight {
+  bool done = false;
+  token_grant result;
+  std::vector<std::function<void(token_grant)>> waiters;
+};
+
+token_service::token_service(const config& cfg, http_client& client, const clock& clk)
+    : cfg_(cfg), client_(client), clk_(clk) {
+  if (!cfg.coze.private_key_pem.empty()) {
+    std::string err;
+    key_ = rsa_private_key::from_pem(cfg.coze.private_key_pem, &err);
+    if (!key_) throw std::runtime_error("coze private key: " + err);
+  }
+}
+
+token_service::~token_service() = default;
+
+std::uint64_t token_service::exchanges() const {
+  std::lock_guard lock(const_cast<std::mutex&>(mutex_));
+  return exchanges_;
+}
+
+asio::awaitable<token_grant> token_service::cached(
+    std::string key, std::function<asio::awaitable<token_grant>()> fetch) {
+  std::shared_ptr<flight> f;
+  bool leader = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = cache_.find(key); it != cache_.end()) {
+      if (it->second.expires_at - clk_.now() >= refresh_margin(it->second)) co_return it->second;
+      cache_.erase(it);
+    }
+    auto& slot = flights_[key];
+    if (!slot) {
+      slot = std::make_shared<flight>();
+      leader = true;
+      ++exchanges_;
+    }
+    f = slot;
+  }
+  if (!leader) {
+    co_return co_await await_callback<token_grant>([&](auto done) {
+      std::unique_lock lock(mutex_);
+      if (f->done) {
+        lock.unlock();
+        done(f->result);
+      } else {
+        f->waiters.push_back(std::move(done));
+      }
+    });
+  }
+  token_grant g;
+  try {
+    g = co_await fetch();
+  } catch (const std::exception& e) {
+    g = failure(500, std::string("token exchange failed: ") + e.what());
+  }
+  std::vector<std::function<void(token_grant)>> waiters;
+  {
+    std::lock_guard lock(mutex_);
+    if (g.status == 0) cache_[key] = g;  // errors are never cached
+    f->done = true;
+    f->result = g;
+    waiters.swap(f->waiters);
+    flights_.erase(key);
+  }
+  for (auto& w : waiters) w(g);
+  co_return g;
+}
+
+asio::awaitable<token_grant> token_service::coze_token(std::string kid, int duration_seconds) {
+  std::string key = "coze\n" + kid + "\n" + cfg_.coze.app_id + "\n" + std::to_string(duration_seconds);
+  co_return co_await cached(std::move(key), [this, kid, duration_seconds] {
+    return exchange_coze(kid, duration_seconds);
+  });
+}
+
+asio::awaitable<token_grant> token_service::feishu_tenant_token() {
+  co_return co_await cached("feishu\n" + cfg_.feishu.app_id, [this] { return exchange_feishu(); });
+}
+
+asio::awaitable<token_grant> token_service::exchange_coze(std::string kid, int duration_seconds) {
+  if (!key_) co_return failure(500, "no Coze private key configured");
+  const auto now = clk_.now();
+  jwt_claims c{kid, cfg_.coze.app_id, host_of(cfg_.coze.token_url), now, millis{3'600'000}, uuid_v4()};
+  auto jwt = mint_jwt(*key_, c);
+  if (!jwt) co_return failure(500, "signing the JWT failed");
+  outbound_request req;
+  req.url = cfg_.coze.token_url;
+  req.headers = {{"Authorization", "Bearer " + *jwt}, {"Content-Type", "application/json"}};
+  req.body = json{{"grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"},
+                  {"duration_seconds", duration_seconds}}.dump();
+  req.timeout = exchange_timeout;
+  req.allow_private = true;  // the token URL is the operator's configuration, not request input
+  auto r = co_await client_.send(std::move(req));
+  if (!r.answered()) co_return failure(502, "Coze token endpoint: " + r.error);
+  auto body = json::parse(r.body, nullptr, false);
+  if (r.status < 200 || r.status >= 300) {
+    if (body.is_discarded()) body = {{"error", "Coze answered HTTP " + std::to_string(r.status)}, {"code", "upstream_error"}};
+    const std::string code = body.is_object() && body.contains("error_code") ? body["error_code"].dump() : "";
+    co_return failure(502, "Coze refused the token exchange: HTTP " + std::to_string(r.status) + " " + code, body);
+  }
+  if (body.is_discarded() || !body.is_object() || !body.contains("access_token") ||
+      !body["access_token"].is_string() || !body.contains("expires_in") || !body["expires_in"].is_number())
+    co_return failure(502, "Coze answered without access_token/expires_in");
+  token_grant g;
+  g.body = body;
+  g.token = body["access_token"].get<std::string>();
+  g.obtained_at = clk_.now();
+  // expires_in is an absolute Unix time in seconds (all official SDKs read it so).
+  g.expires_at = sys_time{std::chrono::seconds{body["expires_in"].get<std::int64_t>()}};
+  spdlog::info("coze: exchanged a JWT for an access token (kid {}, expires {})", kid, to_iso8601(g.expires_at));
+  co_return g;
+}
+
+asio::awaitable<token_grant> token_service::exchange_feishu() {
+  outbound_request req;
+  req.url = cfg_.feishu.token_url;
+  req.headers = {{"Content-Type", "application/json; charset=utf-8"}};
+  req.body = json{{"app_id", cfg_.feishu.app_id}, {"app_secret", cfg_.feishu.app_secret}}.dump();
+  req.timeout = exchange_timeout;
+  req.allow_private = true;
+  auto r = co_await client_.send(std::move(req));
+  if (!r.answered()) co_return failure(502, "Feishu token endpoint: " + r.error);
+  auto body = json::parse(r.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object() || !body.contains("code") || body["code"] != 0 ||
+      !body.contains("tenant_access_token") || !body["tenant_access_token"].is_string() ||
+      !body.contains("expire") || !body["expire"].is_number_integer()) {
+    std::string what = "HTTP " + std::to_string(r.status);
+    if (body.is_object() && body.contains("code")) what += ", code " + body["code"].dump();
+    if (body.is_object() && body.contains("msg") && body["msg"].is_string()) what += ": " + body["msg"].get<std::string>();
+    co_return failure(502, "Feishu refused the tenant token request: " + what);
+  }
+  token_grant g;
+  g.token = body["tenant_access_token"].get<std::string>();
+  g.obtained_at = clk_.now();
+  g.expires_at = g.obtained_at + std::chrono::seconds{body["expire"].get<std::int64_t>()};  // a duration
+  spdlog::info("feishu: minted a tenant access token (expires {})", to_iso8601(g.expires_at));
+  co_return g;
+}
+
+asio::awaitable<bearer_result> token_service::bearer(std::string_view kind) {
+  token_grant g;
+  if (kind == "feishu_tenant" && feishu_configured()) g = co_await feishu_tenant_token();
+  else if (kind == "coze" && coze_configured())
+    g = co_await coze_token(cfg_.coze.public_key_id, coze_route_token_seconds);
+  else co_return bearer_result{{}, "credentials \"" + std::string(kind) + "\" are not configured"};
+  if (g.status != 0) co_return bearer_result{{}, g.error};
+  co_return bearer_result{g.token, {}};
+}
+
+void token_service::invalidate(std::string_view kind, const std::string& token) {
+  std::lock_guard lock(mutex_);
+  const std::string prefix = kind == "coze" ? "coze\n" : "feishu\n";
+  std::erase_if(cache_, [&](const auto& kv) { return kv.first.starts_with(prefix) && kv.second.token == token; });
+  spdlog::info("{}: a token was refused by the destination; the next attempt mints a new one", kind);
+}
+
+bool token_service::can_mint(std::string_view kind) const {
+  return (kind == "feishu_tenant" && feishu_configured()) || (kind == "coze" && coze_configured());
+}
+
+token_handler token_service::handler() {
+  return [this](const incoming_request& req) { return serve(req); };
+}
+
+asio::awaitable<outgoing_response> token_service::serve(const incoming_request& req) {
+  auto body = json_depth_within(req.body) ? json::parse(req.body, nullptr, false) : json(json::value_t::discarded);
+  if (body.is_discarded() || !body.is_object())
+    co_return json_error(400, "bad_json", "body must be a JSON object");
+  if (!body.contains("public_key") || !body["public_key"].is_string() || body["public_key"].get<std::string>().empty())
+    co_return json_error(400, "bad_request", "public_key is required (the Coze public key id)");
+  if (!body.contains("coze_api_key") || !body["coze_api_key"].is_string())
+    co_return json_error(400, "bad_request", "coze_api_key is required");
+  int duration = default_duration_seconds;
+  if (body.contains("duration_seconds") && !body["duration_seconds"].is_null()) {
+    if (!body["duration_seconds"].is_number_integer() || body["duration_seconds"].get<std::int64_t>() < 1)
+      co_return json_error(400, "bad_request", "duration_seconds must be a positive integer");
+    duration = int(std::min<std::int64_t>(body["duration_seconds"].get<std::int64_t>(), default_duration_seconds));
+  }
+  const auto given = body["coze_api_key"].get<std::string>();
+  const auto& want = cfg_.coze.app_id;
+  if (given.size() != want.size() || CRYPTO_memcmp(given.data(), want.data(), want.size()) != 0) {
+    spdlog::info("token: refused a request with a wrong coze_api_key");
+    co_return json_error(401, "unauthorized", "coze_api_key does not match");
+  }
+  auto g = co_await coze_token(body["public_key"].get<std::string>(), duration);
+  outgoing_response r;
+  if (g.status != 0) {
+    spdlog::warn("token: {}", g.error);
+    r.status = g.status;
+    r.body = g.body.dump();
+    co_return r;
+  }
+  r.body = json{{"access_token", g.token}, {"expires_in", g.body.value("expires_in", json(nullptr))},
+                {"token_type", g.body.value("token_type", std::string("Bearer"))}}.dump();
+  co_return r;
+}
+
+}  // namespace resendd

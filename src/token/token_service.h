@@ -1,0 +1,80 @@
+#pragma once
+// The token service: Coze OAuth access tokens (JWT bearer flow) and Feishu tenant access tokens,
+// each cached and refreshed single-flight.
+//
+// Duties: serve POST /token (seed-compatible); hand fresh bearer tokens to routes with
+// `credentials = "coze"` or "feishu_tenant"; never cache an error; never log a token or key.
+// A cached token is reused while it has at least max(60 s, 10 % of its lifetime) left.
+// Thread-safe: the cache is guarded by a mutex; concurrent requests for one key share one
+// exchange (the first caller runs it, the others wait for its result).
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/handlers.h"
+#include "config/config.h"
+#include "token/credentials.h"
+#include "token/jwt.h"
+#include "util/time.h"
+
+namespace resendd {
+
+class http_client;
+
+// What an exchange produced: a token with its expiry, or an error with its HTTP answer.
+struct token_grant {
+  int status = 0;           // 0 = ok; else the HTTP status /token should answer
+  nlohmann::json body;      // Coze's JSON (ok) or the error body
+  std::string token;        // access_token
+  sys_time expires_at;
+  sys_time obtained_at;
+  std::string error;        // for logs; no secrets
+};
+
+class token_service final : public credential_source {
+ public:
+  token_service(const config& cfg, http_client& client, const clock& clk);
+  ~token_service() override;
+
+  bool coze_configured() const { return key_.has_value() && !cfg_.coze.app_id.empty(); }
+  bool feishu_configured() const { return !cfg_.feishu.app_id.empty() && !cfg_.feishu.app_secret.empty(); }
+  // The POST /token handler (seed-compatible request and answers).
+  token_handler handler();
+
+  // A Coze access token for (kid, app id, duration): cached or freshly exchanged.
+  boost::asio::awaitable<token_grant> coze_token(std::string kid, int duration_seconds);
+  boost::asio::awaitable<token_grant> feishu_tenant_token();
+
+  // credential_source
+  boost::asio::awaitable<bearer_result> bearer(std::string_view kind) override;
+  void invalidate(std::string_view kind, const std::string& token) override;
+  bool can_mint(std::string_view kind) const override;
+
+  std::uint64_t exchanges() const;  // exchanges started (tests, metrics)
+
+ private:
+  struct flight;
+  boost::asio::awaitable<token_grant> cached(std::string key,
+                                             std::function<boost::asio::awaitable<token_grant>()> fetch);
+  boost::asio::awaitable<token_grant> exchange_coze(std::string kid, int duration_seconds);
+  boost::asio::awaitable<token_grant> exchange_feishu();
+  boost::asio::awaitable<outgoing_response> serve(const incoming_request& req);
+
+  const config& cfg_;
+  http_client& client_;
+  const clock& clk_;
+  std::optional<rsa_private_key> key_;
+  std::mutex mutex_;
+  std::map<std::string, token_grant> cache_;
+  std::map<std::string, std::shared_ptr<flight>> flights_;
+  std::uint64_t exchanges_ = 0;
+};
+
+// Seconds of a Coze access token's life asked for when a route uses credentials = "coze".
+inline constexpr int coze_route_token_seconds = 3600;
+
+}  // namespace resendd

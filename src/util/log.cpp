@@ -1,0 +1,83 @@
+#include "util/log.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+
+namespace resendd {
+
+bool setup_logging(std::string_view level) {
+  const auto lvl = spdlog::level::from_str(std::string(level));
+  if (lvl == spdlog::level::off && level != "off") return false;
+  auto logger = spdlog::stderr_color_mt("resendd");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+  logger->set_level(lvl);
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+  return true;
+}
+
+std::string mask_secret(std::string_view secret) {
+  std::string_view scheme;
+  if (auto sp = secret.find(' '); sp != std::string_view::npos && sp < 16) {
+    scheme = secret.substr(0, sp + 1);
+    secret.remove_prefix(sp + 1);
+  }
+  std::string out(scheme);
+  if (secret.size() >= 16) out.append(secret.substr(0, 4)).append("…");
+  else out.append("***");
+  out.append("(" + std::to_string(secret.size()) + " chars)");
+  return out;
+}
+
+bool is_secret_header(std::string_view name) {
+  std::string n(name);
+  std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
+  return n == "authorization" || n == "proxy-authorization" || n == "cookie" ||
+         n == "x-api-key" || n == "x-auth-token" || n.find("token") != std::string::npos ||
+         n.find("secret") != std::string::npos;
+}
+
+}  // namespace resendd
+
+#include <nlohmann/json.hpp>
+
+#include "queue/json_path.h"
+
+namespace resendd {
+namespace {
+void mask_values(nlohmann::json& j) {
+  if (j.is_object()) {
+    for (auto& [k, v] : j.items()) {
+      std::string key = k;
+      std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+      const bool secret = key != "client_token" &&
+                          (key.find("token") != std::string::npos || key.find("secret") != std::string::npos ||
+                           key.find("password") != std::string::npos || key == "authorization");
+      if (secret && v.is_string()) v = mask_secret(v.get<std::string>());
+      else mask_values(v);
+    }
+  } else if (j.is_array()) {
+    for (auto& v : j) mask_values(v);
+  }
+}
+}  // namespace
+
+std::string mask_response(std::string_view text, std::size_t max_bytes) {
+  std::string out(text);
+  if (json_depth_within(text)) {
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (!j.is_discarded()) {
+      mask_values(j);
+      out = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+  }
+  if (out.size() > max_bytes) {
+    out.resize(max_bytes);
+    out += "…(truncated)";
+  }
+  return out;
+}
+}  // namespace resendd

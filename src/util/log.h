@@ -1,0 +1,24 @@
+#pragma once
+// Logging set-up and the helpers that keep secrets out of logs and admin output.
+// Logging goes through spdlog's default logger, configured once by the composition root (app/);
+// log calls never throw (spdlog swallows formatting errors and reports them itself).
+#include <string>
+#include <string_view>
+
+namespace resendd {
+
+// Levels: trace, debug, info, warn, error, critical, off. Returns false for an unknown level.
+bool setup_logging(std::string_view level);
+
+// "Bearer abcd…(41 chars)" style: enough to tell two secrets apart, not enough to use one.
+std::string mask_secret(std::string_view secret);
+// True for header names whose values are credentials (Authorization, Cookie, X-Api-Key, ...).
+bool is_secret_header(std::string_view name);
+
+}  // namespace resendd
+
+namespace resendd {
+// For stored responses: when `text` is JSON, values of keys that name credentials (token,
+// secret, password, authorization; not client_token) are masked; then cut to `max_bytes`.
+std::string mask_response(std::string_view text, std::size_t max_bytes);
+}  // namespace resendd

@@ -1,0 +1,207 @@
+// The /resend → delivery loop against the real binary and fake destinations on 127.0.0.1.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include "support/harness.h"
+
+using namespace resendd::test;
+using nlohmann::json;
+
+TEST(Resend, AcceptedJobIsCommittedAndDeliveredWithFieldsAsObject) {
+  temp_dir dir;
+  fake_server dest;
+  daemon_process d(dir, local_config());
+  const auto a = post_resend(d, resend_body(dest.url("/write"), "lunch"));
+  ASSERT_EQ(a.status, 202) << a.body;
+  const auto id = job_id(a);
+  EXPECT_EQ(json::parse(a.body)["state"], "queued");
+  EXPECT_EQ(a.headers.at("location"), "/jobs/" + id);
+  // 202 came after the commit: the row is already readable by another connection.
+  EXPECT_NE(sql_value(d.db_path(), "select state from jobs where id = '" + id + "'"), "");
+
+  ASSERT_TRUE(dest.wait_for(1));
+  const auto got = dest.requests()[0];
+  EXPECT_EQ(got.method, "POST");
+  EXPECT_EQ(got.target, "/write");
+  EXPECT_EQ(got.header("x-trace"), "lunch");
+  EXPECT_EQ(got.header("authorization"), "Bearer t-secret-token-value-123456");
+  const auto body = json::parse(got.body);
+  ASSERT_TRUE(body["records"][0]["fields"].is_object()) << got.body;
+  EXPECT_EQ(body["records"][0]["fields"]["备注"], "lunch");
+
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+  const auto row = sql_rows(d.db_path(), "select state, attempts, last_error from jobs where id = '" + id + "'");
+  EXPECT_EQ(row[0], (std::vector<std::string>{"succeeded", "1", "NULL"}));
+  EXPECT_EQ(d.log().find("t-secret-token-value-123456"), std::string::npos);
+}
+
+TEST(Resend, RetriesThrough503sThenSucceeds) {
+  temp_dir dir;
+  std::atomic<int> n{0};
+  fake_server dest([&](const received&) {
+    fake_reply r;
+    if (++n <= 2) r.status = 503, r.body = "busy";
+    return r;
+  });
+  daemon_process d(dir, local_config());
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 3: succeeded")) << d.log();
+  EXPECT_EQ(dest.count(), 3u);
+  EXPECT_EQ(sql_value(d.db_path(), "select attempts from jobs where id = '" + id + "'"), "3");
+  const auto tries = sql_rows(d.db_path(), "select n, http_status, outcome from attempts where job_id = '" + id + "' order by n");
+  ASSERT_EQ(tries.size(), 3u);
+  EXPECT_EQ(tries[0], (std::vector<std::string>{"1", "503", "retry"}));
+  EXPECT_EQ(tries[2], (std::vector<std::string>{"3", "200", "succeeded"}));
+}
+
+TEST(Resend, ClientErrorIsDeadAfterOneTry) {
+  temp_dir dir;
+  fake_server dest([](const received&) { return fake_reply{400, R"({"error":"bad field"})"}; });
+  daemon_process d(dir, local_config());
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
+  const auto row = sql_rows(d.db_path(), "select state, attempts, last_status, last_error, last_response from jobs where id = '" + id + "'");
+  EXPECT_EQ(row[0][0], "dead");
+  EXPECT_EQ(row[0][1], "1");
+  EXPECT_EQ(row[0][2], "400");
+  EXPECT_EQ(row[0][3], "HTTP 400");
+  EXPECT_NE(row[0][4].find("bad field"), std::string::npos);
+  EXPECT_EQ(dest.count(), 1u);
+}
+
+TEST(Resend, Always500IsDeadAfterMaxAttempts) {
+  temp_dir dir;
+  fake_server dest([](const received&) { return fake_reply{500, "oops"}; });
+  daemon_process d(dir, local_config("max_attempts = 4"));
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 4: dead")) << d.log();
+  EXPECT_EQ(dest.count(), 4u);
+  const auto row = sql_rows(d.db_path(), "select state, attempts, last_error from jobs where id = '" + id + "'");
+  EXPECT_EQ(row[0][0], "dead");
+  EXPECT_EQ(row[0][1], "4");
+  EXPECT_NE(row[0][2].find("max_attempts (4) used up"), std::string::npos);
+}
+
+TEST(Resend, BadInputGetsItsOwnErrorAndQueuesNothing) {
+  temp_dir dir;
+  daemon_process d(dir, local_config());
+  const std::string loc = "http://127.0.0.1:1/x";
+  struct c { std::string body; int status; std::string code; };
+  const std::vector<c> cases = {
+      {"not json", 400, "bad_json"},
+      {"[1,2]", 400, "bad_json"},
+      {R"({"headers":{}})", 400, "bad_location"},
+      {R"({"location":"nope"})", 400, "bad_location"},
+      {json{{"location", loc}, {"headers", {{"a", 1}}}}.dump(), 400, "bad_headers"},
+      {json{{"location", loc}, {"commands", {{"json_parse", "x"}}}}.dump(), 400, "bad_commands"},
+      {json{{"location", loc}, {"commands", {{"json_parse", {"$$"}}}}}.dump(), 400, "bad_path"},
+      {json{{"location", loc}, {"params", {{"f", 1}}}, {"commands", {{"json_parse", {"$.params.f"}}}}}.dump(), 400, "bad_path"},
+      {json{{"location", "https://example.com/"}}.dump(), 403, "no_route"},
+      {std::string(2 << 20, ' '), 413, "too_large"},
+  };
+  for (const auto& k : cases) {
+    const auto a = http_call(d.port(), "POST", "/resend", k.body);
+    EXPECT_EQ(a.status, k.status) << k.body.substr(0, 80);
+    auto j = json::parse(a.body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << a.body;
+    EXPECT_EQ(j["code"], k.code);
+    EXPECT_TRUE(j["error"].is_string());
+  }
+  EXPECT_EQ(http_call(d.port(), "GET", "/nowhere").status, 404);
+  EXPECT_EQ(http_call(d.port(), "GET", "/resend").status, 405);
+  // Raw garbage on the socket does not hurt the daemon.
+  {
+    namespace asio = boost::asio;
+    asio::io_context io;
+    asio::ip::tcp::socket s(io);
+    s.connect({asio::ip::make_address("127.0.0.1"), d.port()});
+    asio::write(s, asio::buffer(std::string("\x01\x02 GARBAGE\r\n\r\n")));
+    char buf[512];
+    boost::system::error_code ec;
+    s.read_some(asio::buffer(buf), ec);
+  }
+  EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "0");
+}
+
+TEST(Resend, IdempotencyKeyQueuesOnce) {
+  temp_dir dir;
+  fake_server dest;
+  daemon_process d(dir, local_config());
+  const auto a = post_resend(d, resend_body(dest.url("/x")), {{"Idempotency-Key", "bill-42"}});
+  const auto b = post_resend(d, resend_body(dest.url("/x")), {{"Idempotency-Key", "bill-42"}});
+  ASSERT_EQ(a.status, 202);
+  ASSERT_EQ(b.status, 202);
+  EXPECT_EQ(job_id(a), job_id(b));
+  ASSERT_TRUE(d.wait_log("job " + job_id(a) + " attempt 1: succeeded"));
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "1");
+}
+
+TEST(Resend, AdminApiShowsJobsWithSecretsMasked) {
+  temp_dir dir;
+  fake_server dest([](const received&) { return fake_reply{400, "no"}; });
+  daemon_process d(dir, local_config());
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead"));
+  const auto a = http_call(d.port(), "GET", "/jobs/" + id);
+  ASSERT_EQ(a.status, 200);
+  EXPECT_EQ(a.body.find("t-secret-token-value-123456"), std::string::npos);
+  const auto j = json::parse(a.body);
+  EXPECT_EQ(j["state"], "dead");
+  EXPECT_EQ(j["attempt_log"].size(), 1u);
+  EXPECT_EQ(http_call(d.port(), "GET", "/jobs?state=dead").status, 200);
+  EXPECT_EQ(json::parse(http_call(d.port(), "GET", "/jobs?state=dead&limit=5").body)["jobs"].size(), 1u);
+  EXPECT_EQ(http_call(d.port(), "GET", "/jobs/nope").status, 404);
+  // Retry by hand: it is delivered (and dies) once more.
+  EXPECT_EQ(http_call(d.port(), "POST", "/jobs/" + id + "/retry").status, 200);
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: dead")) << d.log();
+  EXPECT_EQ(http_call(d.port(), "POST", "/jobs/" + id + "/cancel").status, 409);
+  const auto metrics = http_call(d.port(), "GET", "/metrics");
+  EXPECT_NE(metrics.body.find("resendd_jobs{state=\"dead\"} 1"), std::string::npos) << metrics.body;
+  EXPECT_EQ(http_call(d.port(), "GET", "/readyz").status, 200);
+}
+
+TEST(Resend, ApiTokensGuardResendAndJobs) {
+  temp_dir dir;
+  daemon_process d(dir, local_config("", "[log]\nlevel = \"info\"\n"),
+                   {{"RESENDD_API_TOKENS", "sekrit-token-0123456789"}});
+  const auto body = resend_body("http://127.0.0.1:1/x").dump();
+  EXPECT_EQ(http_call(d.port(), "POST", "/resend", body).status, 401);
+  EXPECT_EQ(http_call(d.port(), "POST", "/resend", body, {{"Authorization", "Bearer wrong"}}).status, 401);
+  EXPECT_EQ(http_call(d.port(), "GET", "/jobs").status, 401);
+  EXPECT_EQ(http_call(d.port(), "POST", "/resend", body, {{"Authorization", "Bearer sekrit-token-0123456789"}}).status, 202);
+  EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
+}
+
+TEST(Resend, SigtermStopsCleanly) {
+  temp_dir dir;
+  daemon_process d(dir, local_config());
+  EXPECT_EQ(d.terminate(), 0);
+  EXPECT_NE(d.log().find("stopped"), std::string::npos) << d.log();
+}
+
+TEST(Cli, CheckConfigMigrateAndErrors) {
+  temp_dir dir;
+  dir.write("good.toml", local_config());
+  auto r = run_resendd(dir, {"check-config", "--config", dir.file("good.toml")},
+                       {{"FEISHU_APP_SECRET", "very-secret-app-secret-42"}});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("[[routes]]"), std::string::npos);
+  EXPECT_EQ(r.output.find("very-secret-app-secret-42"), std::string::npos);
+  dir.write("bad.toml", "[delivery]\nmax_attempts = \"many\"\n");
+  r = run_resendd(dir, {"check-config", "--config", dir.file("bad.toml")});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("delivery.max_attempts"), std::string::npos) << r.output;
+  r = run_resendd(dir, {"migrate"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(sql_value(dir.file("var/resendd.db"), "select max(version) from schema_migrations"), "1");
+  r = run_resendd(dir, {"jobs", "list", "--state", "dead"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("[]"), std::string::npos);
+}

@@ -1,0 +1,59 @@
+// TLS to destinations: the chain is verified against the system store plus delivery.ca_file, and
+// the certificate must name the host.
+#include <gtest/gtest.h>
+
+#include "support/certs.h"
+#include "support/harness.h"
+
+using namespace resendd::test;
+
+namespace {
+std::string tls_config(const temp_dir& dir) {
+  return R"([server]
+listen = "127.0.0.1:0"
+[delivery]
+retry_base = "10ms"
+retry_cap = "20ms"
+max_attempts = 2
+ca_file = ")" + dir.file("ca.pem") + R"("
+[[routes]]
+name = "tls"
+match = '^https://localhost:\d+/.*$'
+allow_private_networks = true
+)";
+}
+}  // namespace
+
+TEST(Tls, DestinationSignedByTheConfiguredCaSucceeds) {
+  temp_dir dir;
+  const auto cert = make_cert(dir, "localhost");
+  fake_server dest(nullptr, &cert);
+  daemon_process d(dir, tls_config(dir));
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/secure"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+  ASSERT_EQ(dest.count(), 1u);
+  EXPECT_TRUE(nlohmann::json::parse(dest.requests()[0].body)["records"][0]["fields"].is_object());
+}
+
+TEST(Tls, CertificateForAnotherHostNeverReceivesTheRequest) {
+  temp_dir dir;
+  const auto cert = make_cert(dir, "other.example");
+  fake_server dest(nullptr, &cert);
+  daemon_process d(dir, tls_config(dir));
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/secure"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: dead")) << d.log();
+  EXPECT_EQ(dest.count(), 0u);
+  const auto err = sql_value(d.db_path(), "select error from attempts where job_id = '" + id + "' and n = 1");
+  EXPECT_NE(err.find("TLS handshake"), std::string::npos) << err;
+}
+
+TEST(Tls, UnknownCaIsRefused) {
+  temp_dir dir, other;
+  const auto cert = make_cert(other, "localhost");  // signed by a CA the daemon does not trust
+  make_cert(dir, "unused");                         // creates dir/ca.pem, a different CA
+  fake_server dest(nullptr, &cert);
+  daemon_process d(dir, tls_config(dir));
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/secure"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: dead")) << d.log();
+  EXPECT_EQ(dest.count(), 0u);
+}

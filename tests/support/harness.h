@@ -1,0 +1,46 @@
+#pragma once
+// Helpers shared by the integration tests: configs for a daemon delivering to fake destinations
+// on 127.0.0.1, and /resend bodies.
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "support/daemon.h"
+#include "support/fake_server.h"
+
+namespace resendd::test {
+
+// A config that listens on a free port and routes http://127.0.0.1:* with fast retries.
+inline std::string local_config(const std::string& extra_route_keys = "", const std::string& extra = "") {
+  return R"([server]
+listen = "127.0.0.1:0"
+[delivery]
+retry_base = "10ms"
+retry_cap = "40ms"
+request_timeout = "10s"
+shutdown_grace = "2s"
+[[routes]]
+name = "local"
+match = '^http://127\.0\.0\.1:\d+/.*$'
+allow_private_networks = true
+)" + extra_route_keys + "\n" + extra;
+}
+
+// The seed's request: Bitable fields sent as a JSON string, with a json_parse command.
+inline nlohmann::json resend_body(const std::string& location, const std::string& marker = "m") {
+  return {{"location", location},
+          {"headers", {{"Authorization", "Bearer t-secret-token-value-123456"}, {"X-Trace", marker}}},
+          {"params", {{"records", {{{"fields", nlohmann::json{{"备注", marker}, {"金额", 12.5}}.dump()}}}}}},
+          {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}};
+}
+
+inline http_answer post_resend(const daemon_process& d, const nlohmann::json& body,
+                               const std::map<std::string, std::string>& headers = {}) {
+  return http_call(d.port(), "POST", "/resend", body.dump(), headers);
+}
+
+inline std::string job_id(const http_answer& a) {
+  auto j = nlohmann::json::parse(a.body, nullptr, false);
+  return j.is_object() && j.contains("id") ? j["id"].get<std::string>() : "";
+}
+
+}  // namespace resendd::test

@@ -1,0 +1,104 @@
+#include <gtest/gtest.h>
+
+#include "config/config.h"
+
+using namespace resendd;
+
+TEST(Config, DefaultsNeedNoFile) {
+  const auto c = load_config(std::nullopt, {});
+  EXPECT_EQ(c.server.listen, "127.0.0.1:9000");
+  EXPECT_EQ(c.store.path, "var/resendd.db");
+  ASSERT_EQ(c.routes.size(), 1u);
+  EXPECT_EQ(c.routes[0].name, "feishu-bitable");
+  EXPECT_EQ(c.routes[0].profile, "feishu");
+  EXPECT_EQ(c.delivery.defaults.max_attempts, 20);
+  EXPECT_EQ(c.delivery.defaults.retry_base, millis{2000});
+}
+
+TEST(Config, ReadsEverySection) {
+  const auto c = load_config_text(R"(
+[server]
+listen = "127.0.0.1:0"
+api_tokens = ["a", "b"]
+max_body_bytes = 2048
+[store]
+path = "x/y.db"
+[delivery]
+concurrency = 8
+request_timeout = "5s"
+retry_base = "10ms"
+retry_cap = "1s"
+[[routes]]
+name = "test"
+match = '^http://127\.0\.0\.1:\d+/.*$'
+allow_private_networks = true
+max_attempts = 3
+[log]
+level = "debug"
+)", {});
+  EXPECT_EQ(c.server.api_tokens.size(), 2u);
+  EXPECT_EQ(c.server.max_body_bytes, 2048u);
+  EXPECT_EQ(c.delivery.defaults.concurrency, 8);
+  ASSERT_EQ(c.routes.size(), 1u);
+  EXPECT_EQ(c.routes[0].profile, "generic");
+  EXPECT_TRUE(c.routes[0].allow_private_networks);
+  const auto s = effective_settings(c, c.routes[0]);
+  EXPECT_EQ(s.max_attempts, 3);
+  EXPECT_EQ(s.retry_base, millis{10});
+  EXPECT_EQ(s.request_timeout, millis{5000});
+}
+
+TEST(Config, ReportsEveryBadKeyByName) {
+  try {
+    load_config_text(R"(
+[server]
+listen = 9000
+colour = "blue"
+[delivery]
+retry_base = "soon"
+max_attempts = 0
+[[routes]]
+name = "r"
+match = "(unclosed"
+profile = "magic"
+[nonsense]
+)", {});
+    FAIL() << "expected config_error";
+  } catch (const config_error& e) {
+    const std::string all = e.what();
+    for (const char* key : {"server.listen", "server.colour: unknown key", "delivery.retry_base",
+                            "delivery.max_attempts", "routes[0].match", "routes[0].profile",
+                            "nonsense: unknown section"})
+      EXPECT_NE(all.find(key), std::string::npos) << key << " missing in:\n" << all;
+  }
+}
+
+TEST(Config, SyntaxErrorsAreReported) {
+  EXPECT_THROW(load_config_text("[server\nlisten=", {}), config_error);
+}
+
+TEST(Config, EnvironmentOverridesAndSecretsAreMasked) {
+  const auto c = load_config_text("[feishu]\napp_id = \"cli_x\"\n",
+                                  {{"RESENDD_API_TOKENS", "tok-one-aaaaaaaaaaaaaaaa, tok2"},
+                                   {"FEISHU_APP_SECRET", "super-secret-value-123456"},
+                                   {"RESENDD_LOG", "warn"},
+                                   {"EXPECTED_COZE_API_KEY", "app-1"}});
+  EXPECT_EQ(c.server.api_tokens, (std::vector<std::string>{"tok-one-aaaaaaaaaaaaaaaa", "tok2"}));
+  EXPECT_EQ(c.feishu.app_secret, "super-secret-value-123456");
+  EXPECT_EQ(c.log.level, "warn");
+  EXPECT_EQ(c.coze.app_id, "app-1");
+  const auto text = render_config(c);
+  EXPECT_EQ(text.find("super-secret-value-123456"), std::string::npos);
+  EXPECT_EQ(text.find("tok-one-aaaaaaaaaaaaaaaa"), std::string::npos);
+  // The rendering is itself a valid config.
+  EXPECT_NO_THROW(load_config_text(text, {}));
+}
+
+TEST(Config, CredentialsRoutesNeedTheirSecrets) {
+  EXPECT_THROW(load_config_text(R"(
+[[routes]]
+name = "r"
+match = ".*"
+credentials = "feishu_tenant"
+)", {}), config_error);
+}

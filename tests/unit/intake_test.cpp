@@ -1,0 +1,74 @@
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "queue/intake.h"
+#include "queue/routes.h"
+
+using namespace resendd;
+using nlohmann::json;
+
+namespace {
+const std::string bitable =
+    "https://open.feishu.cn/open-apis/bitable/v1/apps/APP/tables/TBL/records/batch_create";
+const sys_time now{millis{1'800'000'000'000}};
+
+std::variant<store::new_job, intake_error> prep(const json& body, const std::string& key = "") {
+  static const config c;
+  static const route_table routes(c);
+  return prepare_job(body.dump(), key, routes, now);
+}
+
+std::string code_of(const std::variant<store::new_job, intake_error>& r) {
+  if (auto* e = std::get_if<intake_error>(&r)) return std::to_string(e->status) + " " + e->code;
+  return "ok";
+}
+}  // namespace
+
+TEST(Intake, AcceptsTheSeedRequest) {
+  const json body = {{"location", bitable},
+                     {"headers", {{"Authorization", "Bearer t-x"}}},
+                     {"params", {{"records", {{{"fields", R"({"金额":1})"}}}}}},
+                     {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}};
+  auto r = prep(body, "k1");
+  ASSERT_EQ(code_of(r), "ok");
+  const auto& job = std::get<store::new_job>(r);
+  EXPECT_EQ(job.route, "feishu-bitable");
+  EXPECT_EQ(job.method, "POST");
+  EXPECT_EQ(job.idempotency_key, "k1");
+  ASSERT_TRUE(job.client_token);
+  EXPECT_EQ(job.client_token->size(), 36u);
+  EXPECT_EQ((*job.client_token)[14], '4');
+  EXPECT_EQ(job.resource_key, "bitable:APP/TBL");
+  EXPECT_EQ(json::parse(job.request), body);  // stored as received, commands not applied
+}
+
+TEST(Intake, KeepsTheBotsClientToken) {
+  auto r = prep({{"location", bitable + "?client_token=0b5c6c4e-0a8e-4a47-9d0a-1c1f6f3b3a11"}});
+  ASSERT_EQ(code_of(r), "ok");
+  EXPECT_FALSE(std::get<store::new_job>(r).client_token);
+}
+
+TEST(Intake, EachBadInputHasItsOwnError) {
+  EXPECT_EQ(code_of(prep(json::array())), "400 bad_json");
+  EXPECT_EQ(code_of(prep({{"x", 1}})), "400 bad_location");
+  EXPECT_EQ(code_of(prep({{"location", 5}})), "400 bad_location");
+  EXPECT_EQ(code_of(prep({{"location", "/relative"}})), "400 bad_location");
+  EXPECT_EQ(code_of(prep({{"location", "ftp://open.feishu.cn/x"}})), "400 bad_location");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", "x"}})), "400 bad_headers");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", {{"a", 1}}}})), "400 bad_headers");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", {{"X", "a\r\nInjected: 1"}}}})), "400 bad_headers");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", {{"Bad Name", "v"}}}})), "400 bad_headers");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"json_parse", "$.a"}}}})), "400 bad_commands");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"json_parse", {1}}}}})), "400 bad_commands");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"rm", {"$"}}}}})), "400 bad_commands");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"json_parse", {"$.["}}}}})), "400 bad_path");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"params", {{"f", "{bad"}}},
+                          {"commands", {{"json_parse", {"$.params.f"}}}}})), "400 bad_path");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"method", "GE T"}})), "400 bad_method");
+  EXPECT_EQ(code_of(prep({{"location", "https://example.com/x"}})), "403 no_route");
+  const config c;
+  const route_table routes(c);
+  EXPECT_EQ(code_of(prepare_job("{not json", "", routes, now)), "400 bad_json");
+  EXPECT_EQ(code_of(prepare_job(std::string(5000, '['), "", routes, now)), "400 bad_json");
+}

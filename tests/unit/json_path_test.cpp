@@ -1,0 +1,64 @@
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "queue/json_path.h"
+
+using namespace resendd;
+using nlohmann::json;
+
+TEST(JsonPath, ParsesEveryStepKind) {
+  std::string err;
+  auto p = parse_json_path("$.params.records[*].fields['a b'][\"c\"][2].*", &err);
+  ASSERT_TRUE(p) << err;
+  ASSERT_EQ(p->steps.size(), 8u);
+  EXPECT_EQ(std::get<std::string>(p->steps[0]), "params");
+  EXPECT_TRUE(std::holds_alternative<json_path::wildcard>(p->steps[2]));
+  EXPECT_EQ(std::get<std::string>(p->steps[4]), "a b");
+  EXPECT_EQ(std::get<std::size_t>(p->steps[6]), 2u);
+  EXPECT_TRUE(parse_json_path("$", &err));
+}
+
+TEST(JsonPath, RejectsBadPaths) {
+  for (const char* bad : {"", "params", "$.", "$[", "$[x]", "$['open", "$..a", "$.a b", "$[1"}) {
+    std::string err;
+    EXPECT_FALSE(parse_json_path(bad, &err)) << bad;
+    EXPECT_FALSE(err.empty());
+  }
+}
+
+TEST(JsonPath, ReplacesStringsByTheirJson) {
+  json doc = {{"params", {{"records", {{{"fields", R"({"金额": 12.5, "备注": "午饭"})"}},
+                                        {{"fields", R"({"n": [1, 2]})"}}}}}}};
+  ASSERT_FALSE(apply_json_parse(doc, std::vector<std::string>{"$.params.records[*].fields"}));
+  EXPECT_TRUE(doc["params"]["records"][0]["fields"].is_object());
+  EXPECT_EQ(doc["params"]["records"][0]["fields"]["金额"], 12.5);
+  EXPECT_EQ(doc["params"]["records"][1]["fields"]["n"][1], 2);
+}
+
+TEST(JsonPath, TargetsThatAreNotJsonStringsAreErrors) {
+  json doc = {{"params", {{"a", "not json"}, {"b", 5}, {"c", "{\"x\":1}"}}}};
+  json copy = doc;
+  EXPECT_TRUE(apply_json_parse(copy, std::vector<std::string>{"$.params.a"}));
+  copy = doc;
+  EXPECT_TRUE(apply_json_parse(copy, std::vector<std::string>{"$.params.b"}));
+  copy = doc;
+  EXPECT_TRUE(apply_json_parse(copy, std::vector<std::string>{"$.params.missing"}));
+  copy = doc;
+  EXPECT_TRUE(apply_json_parse(copy, std::vector<std::string>{"$.params.c[0]"}));
+  copy = doc;
+  EXPECT_FALSE(apply_json_parse(copy, std::vector<std::string>{"$.params.c"}));
+}
+
+TEST(JsonPath, WildcardOverEmptyArrayReachesNothing) {
+  json doc = {{"params", {{"records", json::array()}}}};
+  EXPECT_FALSE(apply_json_parse(doc, std::vector<std::string>{"$.params.records[*].fields"}));
+}
+
+TEST(JsonPath, DeepNestingIsRefusedWithoutRecursion) {
+  std::string deep(100000, '[');
+  EXPECT_FALSE(json_depth_within(deep));
+  EXPECT_TRUE(json_depth_within(R"({"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["})"));
+  json doc = {{"s", std::string(100, '[')}};
+  EXPECT_TRUE(apply_json_parse(doc, std::vector<std::string>{"$.s"}));
+}

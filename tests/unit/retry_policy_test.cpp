@@ -1,0 +1,91 @@
+#include <gtest/gtest.h>
+
+#include "queue/retry_policy.h"
+
+using namespace resendd;
+using st = next_step::state;
+
+namespace {
+const sys_time t0{millis{1'800'000'000'000}};
+route_settings settings() {
+  route_settings s;
+  s.max_attempts = 5;
+  s.retry_base = millis{1000};
+  s.retry_cap = millis{8000};
+  s.max_age = millis{3'600'000};
+  s.rate_limit_cap = millis{600'000};
+  return s;
+}
+verdict v(outcome_kind k, std::optional<millis> wait = {}) { return {k, {}, "why", wait}; }
+}  // namespace
+
+TEST(RetryPolicy, BackoffDoublesWithJitterUpToTheCap) {
+  const auto s = settings();
+  for (std::uint64_t j : {0ull, 1ull, 12345ull, ~0ull}) {
+    EXPECT_GE(backoff_delay(1, s, j), millis{500});
+    EXPECT_LE(backoff_delay(1, s, j), millis{1000});
+    EXPECT_GE(backoff_delay(3, s, j), millis{2000});
+    EXPECT_LE(backoff_delay(3, s, j), millis{4000});
+    EXPECT_GE(backoff_delay(30, s, j), millis{4000});
+    EXPECT_LE(backoff_delay(30, s, j), millis{8000});
+  }
+}
+
+TEST(RetryPolicy, SuccessAndPermanentFailure) {
+  const auto s = settings();
+  EXPECT_EQ(next_retry(v(outcome_kind::succeeded), {0, 0, 0, t0}, t0, s, false, 0).to, st::succeeded);
+  auto d = next_retry(v(outcome_kind::dead), {0, 0, 0, t0}, t0, s, false, 0);
+  EXPECT_EQ(d.to, st::dead);
+  EXPECT_EQ(d.reason, "why");
+}
+
+TEST(RetryPolicy, RetriesUntilMaxAttempts) {
+  const auto s = settings();
+  for (int before = 0; before < 4; ++before) {
+    auto n = next_retry(v(outcome_kind::retry), {before, 0, 0, t0}, t0, s, false, 0);
+    EXPECT_EQ(n.to, st::queued);
+    EXPECT_TRUE(n.counted);
+    EXPECT_GT(n.next_attempt_at, t0);
+  }
+  auto last = next_retry(v(outcome_kind::retry), {4, 0, 0, t0}, t0, s, false, 0);
+  EXPECT_EQ(last.to, st::dead);
+  EXPECT_NE(last.reason.find("max_attempts"), std::string::npos);
+}
+
+TEST(RetryPolicy, RateLimitsCostNoAttemptAndHonourTheHint) {
+  const auto s = settings();
+  auto n = next_retry(v(outcome_kind::rate_limited, millis{30'000}), {4, 0, 0, t0}, t0, s, false, 0);
+  EXPECT_EQ(n.to, st::queued);
+  EXPECT_FALSE(n.counted);
+  EXPECT_EQ(n.next_attempt_at, t0 + millis{30'000});
+  auto capped = next_retry(v(outcome_kind::rate_limited, millis{86'400'000}), {0, 0, 0, t0}, t0, s, false, 0);
+  EXPECT_EQ(capped.next_attempt_at, t0 + s.rate_limit_cap);
+  auto no_hint = next_retry(v(outcome_kind::rate_limited), {0, 3, 0, t0}, t0, s, false, 0);
+  EXPECT_GE(no_hint.next_attempt_at, t0 + millis{4000});
+}
+
+TEST(RetryPolicy, MaxAgeEndsEverything) {
+  const auto s = settings();
+  const auto late = t0 + s.max_age;
+  auto n = next_retry(v(outcome_kind::rate_limited), {0, 0, 0, t0}, late, s, false, 0);
+  EXPECT_EQ(n.to, st::dead);
+  EXPECT_NE(n.reason.find("max_age"), std::string::npos);
+  // Just before the deadline, the next try is scheduled no later than the deadline.
+  auto close = next_retry(v(outcome_kind::retry), {0, 0, 0, t0}, late - millis{10}, s, false, 0);
+  EXPECT_EQ(close.to, st::queued);
+  EXPECT_LE(close.next_attempt_at, late);
+}
+
+TEST(RetryPolicy, RefreshCredentials) {
+  const auto s = settings();
+  auto no = next_retry(v(outcome_kind::refresh_credentials), {0, 0, 0, t0}, t0, s, false, 0);
+  EXPECT_EQ(no.to, st::dead);
+  EXPECT_NE(no.reason.find("expired"), std::string::npos);
+  auto yes = next_retry(v(outcome_kind::refresh_credentials), {0, 0, 0, t0}, t0, s, true, 0);
+  EXPECT_EQ(yes.to, st::queued);
+  EXPECT_EQ(yes.next_attempt_at, t0);
+  EXPECT_FALSE(yes.counted);
+  EXPECT_TRUE(yes.auth_refresh);
+  auto again = next_retry(v(outcome_kind::refresh_credentials), {0, 0, max_auth_refreshes, t0}, t0, s, true, 0);
+  EXPECT_EQ(again.to, st::dead);
+}

@@ -1,0 +1,53 @@
+#include <gtest/gtest.h>
+
+#include "queue/intake.h"
+#include "queue/routes.h"
+
+using namespace resendd;
+
+TEST(Routes, DefaultRouteIsTheSeedAllowList) {
+  const config c;
+  route_table t(c);
+  const std::string ok = "https://open.feishu.cn/open-apis/bitable/v1/apps/bascn1/tables/tbl2/records/batch_create";
+  EXPECT_NE(t.match(ok), nullptr);
+  EXPECT_NE(t.match(ok + "?user_id_type=open_id"), nullptr);
+  EXPECT_EQ(t.match("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_delete"), nullptr);
+  EXPECT_EQ(t.match("http://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_create"), nullptr);
+  EXPECT_EQ(t.match("https://evil.example/?https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_create"), nullptr);
+  EXPECT_EQ(t.match(ok + "x"), nullptr);
+}
+
+TEST(Routes, PatternMustMatchTheWholeLocation) {
+  config c;
+  c.routes[0].match = "https://a\\.example/x";
+  route_table t(c);
+  EXPECT_NE(t.match("https://a.example/x"), nullptr);
+  EXPECT_EQ(t.match("https://a.example/x/y"), nullptr);
+}
+
+TEST(Routes, LongInputIsLinearTime) {
+  config c;
+  c.routes[0].match = "(a+)+b";  // catastrophic for backtracking engines
+  route_table t(c);
+  EXPECT_EQ(t.match(std::string(100000, 'a')), nullptr);
+}
+
+TEST(Routes, ResourceKeys) {
+  route_config r;
+  r.serialize_by = "bitable_table";
+  EXPECT_EQ(resource_key(r, "https://open.feishu.cn/open-apis/bitable/v1/apps/APP/tables/TBL/records/batch_create?x=1"),
+            "bitable:APP/TBL");
+  r.serialize_by = "host";
+  EXPECT_EQ(resource_key(r, "https://open.feishu.cn:8443/a/b"), "https://open.feishu.cn:8443");
+  r.serialize_by = "path";
+  EXPECT_EQ(resource_key(r, "http://h/a/b?q=1"), "http://h/a/b");
+  r.serialize_by = "";
+  EXPECT_EQ(resource_key(r, "http://h/a"), "");
+}
+
+TEST(Routes, ClientTokenLocations) {
+  EXPECT_TRUE(takes_client_token("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_create"));
+  EXPECT_TRUE(takes_client_token("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records"));
+  EXPECT_TRUE(takes_client_token("http://127.0.0.1:8/open-apis/bitable/v1/apps/a/tables/b/records?user_id_type=x"));
+  EXPECT_FALSE(takes_client_token("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_update"));
+}
