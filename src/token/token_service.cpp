@@ -64,41 +64,23 @@ std::uint64_t token_service::exchanges() const {
   return exchanges_;
 }
 
-asio::awaitable<token_grant> token_service::cached(
-    std::string key, std::function<asio::awaitable<token_grant>()> fetch) {
-  std::shared_ptr<flight> f;
-  bool leader = false;
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = cache_.find(key); it != cache_.end()) {
-      if (it->second.expires_at - clk_.now() >= refresh_margin(it->second)) co_return it->second;
-      cache_.erase(it);
-    }
-    auto& slot = flights_[key];
-    if (!slot) {
-      slot = std::make_shared<flight>();
-      leader = true;
-      ++exchanges_;
-    }
-    f = slot;
+// Coroutines here take no temporaries with destructors as arguments: GCC 12 may destroy such
+// an argument twice (a double free seen under ASan), so callers pass named values.
+token_service::lookup token_service::begin(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  if (auto it = cache_.find(key); it != cache_.end()) {
+    if (it->second.expires_at - clk_.now() >= refresh_margin(it->second)) return {it->second, nullptr, false};
+    cache_.erase(it);
   }
-  if (!leader) {
-    co_return co_await await_callback<token_grant>([&](auto done) {
-      std::unique_lock lock(mutex_);
-      if (f->done) {
-        lock.unlock();
-        done(f->result);
-      } else {
-        f->waiters.push_back(std::move(done));
-      }
-    });
-  }
-  token_grant g;
-  try {
-    g = co_await fetch();
-  } catch (const std::exception& e) {
-    g = failure(500, std::string("token exchange failed: ") + e.what());
-  }
+  auto& slot = flights_[key];
+  if (slot) return {std::nullopt, slot, false};
+  slot = std::make_shared<flight>();
+  ++exchanges_;
+  return {std::nullopt, slot, true};
+}
+
+void token_service::complete(const std::string& key, const std::shared_ptr<flight>& f,
+                             const token_grant& g) {
   std::vector<std::function<void(token_grant)>> waiters;
   {
     std::lock_guard lock(mutex_);
@@ -109,18 +91,49 @@ asio::awaitable<token_grant> token_service::cached(
     flights_.erase(key);
   }
   for (auto& w : waiters) w(g);
-  co_return g;
 }
 
-asio::awaitable<token_grant> token_service::coze_token(std::string kid, int duration_seconds) {
-  std::string key = "coze\n" + kid + "\n" + cfg_.coze.app_id + "\n" + std::to_string(duration_seconds);
-  co_return co_await cached(std::move(key), [this, kid, duration_seconds] {
-    return exchange_coze(kid, duration_seconds);
+asio::awaitable<token_grant> token_service::join(std::shared_ptr<flight> f) {
+  spdlog::debug("token: joined an exchange in flight");
+  co_return co_await await_callback<token_grant>([this, &f](auto done) {
+    std::unique_lock lock(mutex_);
+    if (f->done) {
+      lock.unlock();
+      done(f->result);
+    } else {
+      f->waiters.push_back(std::move(done));
+    }
   });
 }
 
+asio::awaitable<token_grant> token_service::coze_token(std::string kid, int duration_seconds) {
+  const std::string key = "coze\n" + kid + "\n" + cfg_.coze.app_id + "\n" + std::to_string(duration_seconds);
+  auto l = begin(key);
+  if (l.hit) co_return *l.hit;
+  if (!l.leader) co_return co_await join(l.exchange);
+  token_grant g;
+  try {
+    g = co_await exchange_coze(kid, duration_seconds);
+  } catch (const std::exception& e) {  // the waiters must hear an answer whatever happens
+    g = failure(500, std::string("token exchange failed: ") + e.what());
+  }
+  complete(key, l.exchange, g);
+  co_return g;
+}
+
 asio::awaitable<token_grant> token_service::feishu_tenant_token() {
-  co_return co_await cached("feishu\n" + cfg_.feishu.app_id, [this] { return exchange_feishu(); });
+  const std::string key = "feishu\n" + cfg_.feishu.app_id;
+  auto l = begin(key);
+  if (l.hit) co_return *l.hit;
+  if (!l.leader) co_return co_await join(l.exchange);
+  token_grant g;
+  try {
+    g = co_await exchange_feishu();
+  } catch (const std::exception& e) {  // the waiters must hear an answer whatever happens
+    g = failure(500, std::string("token exchange failed: ") + e.what());
+  }
+  complete(key, l.exchange, g);
+  co_return g;
 }
 
 asio::awaitable<token_grant> token_service::exchange_coze(std::string kid, int duration_seconds) {
@@ -186,8 +199,10 @@ asio::awaitable<token_grant> token_service::exchange_feishu() {
 asio::awaitable<bearer_result> token_service::bearer(std::string_view kind) {
   token_grant g;
   if (kind == "feishu_tenant" && feishu_configured()) g = co_await feishu_tenant_token();
-  else if (kind == "coze" && coze_configured())
-    g = co_await coze_token(cfg_.coze.public_key_id, coze_route_token_seconds);
+  else if (kind == "coze" && coze_configured()) {
+    const std::string kid = cfg_.coze.public_key_id;
+    g = co_await coze_token(kid, coze_route_token_seconds);
+  }
   else co_return bearer_result{{}, "credentials \"" + std::string(kind) + "\" are not configured"};
   if (g.status != 0) co_return bearer_result{{}, g.error};
   co_return bearer_result{g.token, {}};
@@ -228,7 +243,8 @@ asio::awaitable<outgoing_response> token_service::serve(const incoming_request& 
     spdlog::info("token: refused a request with a wrong coze_api_key");
     co_return json_error(401, "unauthorized", "coze_api_key does not match");
   }
-  auto g = co_await coze_token(body["public_key"].get<std::string>(), duration);
+  const std::string kid = body["public_key"].get<std::string>();
+  auto g = co_await coze_token(kid, duration);
   outgoing_response r;
   if (g.status != 0) {
     spdlog::warn("token: {}", g.error);

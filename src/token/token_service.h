@@ -58,8 +58,15 @@ class token_service final : public credential_source {
 
  private:
   struct flight;
-  boost::asio::awaitable<token_grant> cached(std::string key,
-                                             std::function<boost::asio::awaitable<token_grant>()> fetch);
+  // The cache's answer for a key: a usable token, or the exchange in flight to join or to run.
+  struct lookup {
+    std::optional<token_grant> hit;
+    std::shared_ptr<flight> exchange;
+    bool leader = false;
+  };
+  lookup begin(const std::string& key);
+  void complete(const std::string& key, const std::shared_ptr<flight>& f, const token_grant& g);
+  boost::asio::awaitable<token_grant> join(std::shared_ptr<flight> f);
   boost::asio::awaitable<token_grant> exchange_coze(std::string kid, int duration_seconds);
   boost::asio::awaitable<token_grant> exchange_feishu();
   boost::asio::awaitable<outgoing_response> serve(const incoming_request& req);

@@ -1,1 +1,177 @@
+// The token module: seed-compatible /token with a single-flight cache, the `resendd token` CLI,
+// and fresh Feishu tenant credentials at every attempt.
 #include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <thread>
+
+#include "http/client.h"
+#include "support/certs.h"
+#include "support/fake_coze.h"
+#include "support/fake_feishu.h"
+#include "support/harness.h"
+#include "token/token_service.h"
+
+using namespace resendd;
+using namespace resendd::test;
+using nlohmann::json;
+
+namespace {
+
+const std::string kid = "kid_test_1";
+const std::string app_id = "1150000000001";
+
+std::string token_config(const std::string& coze_url) {
+  return "[server]\nlisten = \"127.0.0.1:0\"\n[coze]\napp_id = \"" + app_id + "\"\npublic_key_id = \"" + kid +
+         "\"\ntoken_url = \"" + coze_url + "\"\n[log]\nlevel = \"debug\"\n";
+}
+
+json token_request(const std::string& key = app_id) {
+  return {{"public_key", kid}, {"coze_api_key", key}, {"duration_seconds", 900}};
+}
+
+}  // namespace
+
+TEST(Token, ConcurrentCallsShareOneExchange) {
+  temp_dir dir;
+  const auto keys = make_rsa_pair(dir);
+  fake_coze coze(keys.public_pem, kid, app_id, /*gated=*/true);
+  daemon_process d(dir, token_config(coze.url()), {{"JWT_PRIVATE_KEY", keys.private_pem}});
+  constexpr int callers = 20;
+  std::vector<http_answer> answers(callers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < callers; ++i)
+    threads.emplace_back([&, i] { answers[i] = http_call(d.port(), "POST", "/token", token_request().dump()); });
+  // Every caller but the first joins the exchange in flight; then Coze answers.
+  ASSERT_TRUE(d.wait_log_count("joined an exchange in flight", callers - 1)) << d.log();
+  coze.open();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(coze.exchanges(), 1) << coze.last_error();
+  for (const auto& a : answers) {
+    ASSERT_EQ(a.status, 200) << a.body;
+    const auto j = json::parse(a.body);
+    EXPECT_EQ(j["access_token"], "czs_token_1");
+    EXPECT_EQ(j["token_type"], "Bearer");
+    EXPECT_TRUE(j["expires_in"].is_number_integer());
+  }
+  // Cached: a later call does not exchange again.
+  EXPECT_EQ(http_call(d.port(), "POST", "/token", token_request().dump()).status, 200);
+  EXPECT_EQ(coze.exchanges(), 1);
+  EXPECT_EQ(d.log().find("czs_token_1"), std::string::npos);  // tokens never logged
+}
+
+TEST(Token, BadRequestsAndCozeErrors) {
+  temp_dir dir;
+  const auto keys = make_rsa_pair(dir);
+  fake_coze coze(keys.public_pem, kid, app_id);
+  daemon_process d(dir, token_config(coze.url()), {{"JWT_PRIVATE_KEY_FILE", dir.file("jwt.key")}});
+  EXPECT_EQ(http_call(d.port(), "POST", "/token", token_request("wrong").dump()).status, 401);
+  EXPECT_EQ(http_call(d.port(), "POST", "/token", json{{"coze_api_key", app_id}}.dump()).status, 400);
+  EXPECT_EQ(http_call(d.port(), "POST", "/token", "{nope").status, 400);
+  EXPECT_EQ(http_call(d.port(), "POST", "/token", json{{"public_key", kid}, {"coze_api_key", app_id}, {"duration_seconds", "x"}}.dump()).status, 400);
+  coze.refuse(true);
+  auto a = http_call(d.port(), "POST", "/token", token_request().dump());
+  EXPECT_EQ(a.status, 502);
+  EXPECT_EQ(json::parse(a.body)["error_code"], "app_not_found");
+  coze.refuse(false);  // errors are not cached
+  a = http_call(d.port(), "POST", "/token", token_request().dump());
+  EXPECT_EQ(a.status, 200) << a.body << coze.last_error();
+}
+
+TEST(Token, NotConfiguredAnswers503) {
+  temp_dir dir;
+  daemon_process d(dir, "[server]\nlisten = \"127.0.0.1:0\"\n");
+  EXPECT_EQ(http_call(d.port(), "POST", "/token", token_request().dump()).status, 503);
+}
+
+TEST(Token, CacheRefreshesNearExpiryOnTheManualClock) {
+  temp_dir dir;
+  const auto keys = make_rsa_pair(dir);
+  fake_coze coze(keys.public_pem, kid, app_id);
+  const auto real_now = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::system_clock::now().time_since_epoch()).count();
+  coze.set_now(real_now);
+  config cfg;
+  cfg.coze.app_id = app_id;
+  cfg.coze.token_url = coze.url();
+  cfg.coze.private_key_pem = keys.private_pem;
+  manual_clock clk(sys_time{std::chrono::seconds{real_now}});
+  boost::asio::io_context io;
+  http_client client(io.get_executor(), client_options{});
+  token_service tokens(cfg, client, clk);
+  auto get = [&] {
+    auto f = boost::asio::co_spawn(io, tokens.coze_token(kid, 900), boost::asio::use_future);
+    io.restart();
+    io.run();
+    return f.get();
+  };
+  EXPECT_EQ(get().token, "czs_token_1");
+  clk.advance(std::chrono::seconds{700});  // 200 s left: more than max(60 s, 90 s)
+  coze.set_now(real_now + 700);
+  EXPECT_EQ(get().token, "czs_token_1");
+  clk.advance(std::chrono::seconds{120});  // 80 s left: inside the margin
+  coze.set_now(real_now + 820);
+  EXPECT_EQ(get().token, "czs_token_2");
+  EXPECT_EQ(coze.exchanges(), 2);
+}
+
+TEST(Token, CliMintsAndExchanges) {
+  temp_dir dir;
+  const auto keys = make_rsa_pair(dir);
+  fake_coze coze(keys.public_pem, kid, app_id);
+  const std::map<std::string, std::string> env{{"COZE_API_URL", coze.url()}};
+  auto r = run_resendd(dir, {"token", "exchange", "--key", dir.file("jwt.key"), "--kid", kid, "--app-id", app_id}, env);
+  ASSERT_EQ(r.status, 0) << r.output << coze.last_error();
+  const auto j = json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(j["access_token"], "czs_token_1");
+  r = run_resendd(dir, {"token", "mint", "--key", dir.file("jwt.key"), "--kid", kid, "--app-id", app_id, "--aud", "api.coze.cn"}, env);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto jwt = r.output.substr(0, r.output.find('\n'));
+  const auto claims = json::parse(*base64url_decode(jwt.substr(jwt.find('.') + 1, jwt.rfind('.') - jwt.find('.') - 1)));
+  EXPECT_EQ(claims["aud"], "api.coze.cn");
+  EXPECT_EQ(claims["iss"], app_id);
+}
+
+TEST(Credentials, StaleStoredTokenIsReplacedByAMintedTenantToken) {
+  temp_dir dir;
+  std::atomic<int> minted{0};
+  fake_server tenant([&](const received& r) {
+    const auto body = json::parse(r.body);
+    if (body.value("app_id", "") != "cli_test" || body.value("app_secret", "") != "app-secret-value-0001")
+      return fake_reply{200, json{{"code", 10014}, {"msg", "app secret invalid"}}.dump()};
+    // The first token handed out is refused by Bitable (as an expired one would be).
+    const int n = ++minted;
+    const std::string tok = n == 1 ? "t-refused" : "t-minted-" + std::to_string(n);
+    return fake_reply{200, json{{"code", 0}, {"msg", "ok"}, {"tenant_access_token", tok}, {"expire", 7200}}.dump()};
+  });
+  fake_feishu feishu(0, "t-minted-2");
+  const std::string cfg = feishu_config("credentials = \"feishu_tenant\"\nmax_attempts = 1",
+                                        "[feishu]\napp_id = \"cli_test\"\ntoken_url = \"" +
+                                            tenant.url("/open-apis/auth/v3/tenant_access_token/internal") + "\"\n");
+  daemon_process d(dir, cfg, {{"FEISHU_APP_SECRET", "app-secret-value-0001"}});
+  // The bot's stored header carries a long-expired token.
+  const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: succeeded")) << d.log();
+  EXPECT_EQ(feishu.rows("app/t1"), 1u);
+  const auto reqs = feishu.server().requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].header("authorization"), "Bearer t-refused");
+  EXPECT_EQ(reqs[1].header("authorization"), "Bearer t-minted-2");
+  EXPECT_EQ(minted.load(), 2);
+  // The refresh did not use up the single allowed attempt.
+  EXPECT_EQ(sql_value(d.db_path(), "select attempts || '/' || free_attempts from jobs where id = '" + id + "'"), "1/1");
+  const auto log = d.log();
+  EXPECT_EQ(log.find("app-secret-value-0001"), std::string::npos);
+  EXPECT_EQ(log.find("t-minted-2"), std::string::npos);
+}
+
+TEST(Credentials, ExpiredTokenWithoutCredentialsIsDeadWithAReason) {
+  temp_dir dir;
+  fake_feishu feishu(0, "t-only-this-one");
+  daemon_process d(dir, feishu_config());
+  const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
+  EXPECT_NE(sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'").find("expired"), std::string::npos);
+}
