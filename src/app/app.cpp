@@ -4,6 +4,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <functional>
 #include <spdlog/spdlog.h>
 
 #ifdef RESENDD_HAVE_SYSTEMD
@@ -80,22 +81,25 @@ int run_daemon(const config& cfg, const clock& clk) {
                        cfg.server.max_connections};
   http_server server(io, sopts, [&handlers](incoming_request r) { return handlers.handle(std::move(r)); });
 
-  const auto bound = server.start();
-  spdlog::info("listening on {}:{} (store {}, {} route(s), concurrency {})",
-               host.find(':') != std::string::npos ? "[" + host + "]" : host, bound, cfg.store.path,
-               routes.all().size(), cfg.delivery.defaults.concurrency);
-  dispatch.start();
-  notify_systemd("READY=1");
-
-  // Shutdown: stop accepting, let deliveries finish within shutdown_grace, then stop.
+  // Shutdown: stop accepting, let deliveries finish within shutdown_grace, then stop. The
+  // handler is installed before "listening on" is said, so no early SIGTERM is lost.
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  asio::steady_timer grace(io);
+  asio::steady_timer grace(io), idle_check(io);
+  // Once no delivery is in flight: wait for requests still being answered (a /resend waiting
+  // for its commit), then stop. Checked every 10 ms; the grace timer bounds it.
+  std::function<void()> stop_when_idle = [&] {
+    if (server.busy() == 0) return io.stop();
+    idle_check.expires_after(std::chrono::milliseconds(10));
+    idle_check.async_wait([&](const boost::system::error_code& e) {
+      if (!e) stop_when_idle();
+    });
+  };
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {}: shutting down (in flight: {})", sig, dispatch.in_flight());
     notify_systemd("STOPPING=1");
     server.stop();
-    dispatch.stop([&io] { io.stop(); });
+    dispatch.stop([&] { stop_when_idle(); });
     grace.expires_after(cfg.delivery.shutdown_grace);
     grace.async_wait([&](const boost::system::error_code& e) {
       if (e) return;
@@ -104,6 +108,13 @@ int run_daemon(const config& cfg, const clock& clk) {
       io.stop();
     });
   });
+
+  const auto bound = server.start();
+  spdlog::info("listening on {}:{} (store {}, {} route(s), concurrency {})",
+               host.find(':') != std::string::npos ? "[" + host + "]" : host, bound, cfg.store.path,
+               routes.all().size(), cfg.delivery.defaults.concurrency);
+  dispatch.start();
+  notify_systemd("READY=1");
 
   // One thread runs all network I/O (server, client, timers): Beast streams and their timers are
   // not thread-safe, and the heavy work (SQLite commits) has its own thread in the store writer.

@@ -1,7 +1,11 @@
 // The /resend → delivery loop against the real binary and fake destinations on 127.0.0.1.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -184,6 +188,55 @@ TEST(Resend, SigtermStopsCleanly) {
   daemon_process d(dir, local_config());
   EXPECT_EQ(d.terminate(), 0);
   EXPECT_NE(d.log().find("stopped"), std::string::npos) << d.log();
+}
+
+namespace {
+// A destination that holds every request until the test opens it.
+struct gated_destination {
+  std::mutex m;
+  std::condition_variable cv;
+  bool open = false;
+  fake_server server{[this](const received&) {
+    std::unique_lock lock(m);
+    cv.wait_for(lock, std::chrono::seconds(30), [&] { return open; });
+    return fake_reply{};
+  }};
+  void release() {
+    {
+      std::lock_guard lock(m);
+      open = true;
+    }
+    cv.notify_all();
+  }
+  ~gated_destination() { release(); }
+};
+}  // namespace
+
+TEST(Shutdown, InFlightDeliveryFinishesWithinTheGrace) {
+  temp_dir dir;
+  gated_destination dest;
+  daemon_process d(dir, local_config());
+  const auto id = job_id(post_resend(d, resend_body(dest.server.url("/x"))));
+  ASSERT_TRUE(dest.server.wait_for(1));
+  d.send_signal(SIGTERM);
+  ASSERT_TRUE(d.wait_log("shutting down (in flight: 1)")) << d.log();
+  // A new connection is refused or closed now; the held delivery still completes.
+  dest.release();
+  EXPECT_EQ(d.wait_exit(), 0) << d.log();
+  EXPECT_EQ(sql_value(d.db_path(), "select state from jobs where id = '" + id + "'"), "succeeded");
+}
+
+TEST(Shutdown, DeliveryPastTheGraceIsQueuedAgain) {
+  temp_dir dir;
+  gated_destination dest;
+  daemon_process d(dir, local_config());
+  const auto id = job_id(post_resend(d, resend_body(dest.server.url("/x"))));
+  ASSERT_TRUE(dest.server.wait_for(1));
+  d.send_signal(SIGTERM);
+  EXPECT_EQ(d.wait_exit(), 0) << d.log();  // after shutdown_grace (2s in local_config)
+  EXPECT_NE(d.log().find("queued again"), std::string::npos) << d.log();
+  EXPECT_EQ(sql_value(d.db_path(), "select state from jobs where id = '" + id + "'"), "queued");
+  EXPECT_EQ(sql_value(d.db_path(), "select lease_until from jobs where id = '" + id + "'"), "NULL");
 }
 
 TEST(Cli, CheckConfigMigrateAndErrors) {

@@ -156,6 +156,10 @@ void daemon_process::kill9() {
   wait_exit();
 }
 
+void daemon_process::send_signal(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
 int daemon_process::terminate() {
   if (pid_ <= 0) return -1;
   ::kill(pid_, SIGTERM);

@@ -39,11 +39,12 @@ class daemon_process {
   std::string log() const;
   void kill9();
   int terminate();  // SIGTERM; returns the exit status
+  void send_signal(int sig);
+  int wait_exit();  // returns the exit status
   bool running() const { return pid_ > 0; }
 
  private:
   void read_loop(int fd);
-  int wait_exit();
 
   const temp_dir& dir_;
   std::map<std::string, std::string> env_;
