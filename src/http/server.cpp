@@ -107,7 +107,14 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
       beast::error_code ec;
       stream.expires_after(opts.read_timeout);
-      co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      // curl and others wait for "100 Continue" before sending a larger body.
+      if (!ec && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+        http::response<http::empty_body> cont{http::status::continue_, parser.get().version()};
+        co_await http::async_write(stream, cont, asio::redirect_error(asio::use_awaitable, ec));
+      }
+      if (!ec && !parser.is_done())
+        co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
           ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
           ec == asio::error::eof)

@@ -258,3 +258,56 @@ TEST(Cli, CheckConfigMigrateAndErrors) {
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("[]"), std::string::npos);
 }
+
+TEST(Cli, JobsCommandsAndHealthcheck) {
+  temp_dir dir;
+  fake_server dest([](const received&) { return fake_reply{422, "nope"}; });
+  daemon_process d(dir, local_config());
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
+  const auto url = "http://127.0.0.1:" + std::to_string(d.port()) + "/healthz";
+  EXPECT_EQ(run_resendd(dir, {"healthcheck", "--url", url}).status, 0);
+  auto r = run_resendd(dir, {"jobs", "show", id});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("\"state\": \"dead\""), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("t-secret-token-value-123456"), std::string::npos);
+  r = run_resendd(dir, {"jobs", "retry", "--state", "dead"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("1 dead job(s) queued again"), std::string::npos) << r.output;
+  // The running daemon picks the job up again within its poll interval.
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: dead")) << d.log();
+  r = run_resendd(dir, {"jobs", "purge", "--older-than", "0s"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "0");
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from attempts"), "0");  // cascaded
+  d.terminate();
+  EXPECT_NE(run_resendd(dir, {"healthcheck", "--url", url}).status, 0);
+}
+
+TEST(Cli, RefusesToListenPubliclyWithoutTokens) {
+  temp_dir dir;
+  dir.write("public.toml", "[server]\nlisten = \"0.0.0.0:0\"\n");
+  const auto r = run_resendd(dir, {"serve", "--config", dir.file("public.toml")});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("without server.api_tokens"), std::string::npos) << r.output;
+}
+
+TEST(Resend, ExpectContinueIsAnswered) {
+  temp_dir dir;
+  fake_server dest;
+  daemon_process d(dir, local_config());
+  namespace asio = boost::asio;
+  const auto body = resend_body(dest.url("/x")).dump();
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  s.connect({asio::ip::make_address("127.0.0.1"), d.port()});
+  asio::write(s, asio::buffer("POST /resend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              "Expect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n"));
+  std::string got(64, '\0');
+  got.resize(s.read_some(asio::buffer(got)));
+  EXPECT_EQ(got.rfind("HTTP/1.1 100 Continue", 0), 0u) << got;
+  asio::write(s, asio::buffer(body));
+  std::string rest(4096, '\0');
+  rest.resize(s.read_some(asio::buffer(rest)));
+  EXPECT_NE(rest.find("202 Accepted"), std::string::npos) << rest;
+}
