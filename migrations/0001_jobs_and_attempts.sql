@@ -26,7 +26,12 @@ CREATE TABLE jobs (
   CHECK ((state = 'delivering') = (lease_until IS NOT NULL))
 ) STRICT;
 
--- The claim query walks due jobs in time order: exactly this index.
+-- The claim's indexes: due jobs without a resource key in time order; jobs with a key grouped
+-- by key, then in time order (one probe finds the next key, one its earliest due job).
+CREATE INDEX jobs_due_unkeyed ON jobs (next_attempt_at, id) WHERE state = 'queued' AND resource_key IS NULL;
+CREATE INDEX jobs_key_due ON jobs (resource_key, next_attempt_at, id)
+  WHERE state = 'queued' AND resource_key IS NOT NULL;
+-- The dispatcher's next wake-up: the earliest queued job.
 CREATE INDEX jobs_due ON jobs (next_attempt_at) WHERE state = 'queued';
 -- In-flight counts per resource and per route, for the claim's concurrency limits.
 CREATE INDEX jobs_delivering ON jobs (resource_key, route) WHERE state = 'delivering';

@@ -74,7 +74,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
           ++in_flight;
           asio::co_spawn(io, deliver(std::move(j)), asio::detached);
         }
-        if (int(jobs.size()) == want) continue;  // there may be more due right now
+        // Claim again while claims return jobs: more may be due (a key yields one per claim).
+        if (!jobs.empty() && int(jobs.size()) < free) continue;
       }
       if (wake_pending || stopping) continue;
       const auto now = clk.now();

@@ -54,37 +54,60 @@ std::unique_ptr<SQLite::Database> open_writer(const std::string& path) {
   return db;
 }
 
+// The claim, built so that its cost does not grow with the backlog:
+// - `keys` lists the resource keys that have queued jobs with a loose index scan (one index
+//   probe per key), and `keyed` takes the earliest due job of each key out of its gap;
+// - `unkeyed` takes the earliest due jobs without a key, a bounded window (?5);
+// - `cand` drops keys and routes at their limits and ranks per route, so one claim never
+//   exceeds a route's concurrency. A key yields one job per claim; the dispatcher claims again
+//   while claims return jobs, so key_concurrency > 1 fills up over a few rounds.
 constexpr const char* claim_sql = R"sql(
-WITH lim(route, conc, key_conc) AS (
+WITH RECURSIVE
+lim(route, conc, key_conc) AS (
   SELECT key, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?3)
 ),
-busy_route AS (
-  SELECT route, count(*) AS n FROM jobs WHERE state = 'delivering' GROUP BY route
+busy_route(route, n) AS (
+  SELECT route, count(*) FROM jobs WHERE state = 'delivering' GROUP BY route
 ),
-busy_key AS (
-  SELECT resource_key, count(*) AS n FROM jobs
+busy_key(resource_key, n) AS (
+  SELECT resource_key, count(*) FROM jobs
   WHERE state = 'delivering' AND resource_key IS NOT NULL GROUP BY resource_key
+),
+keys(k) AS (
+  SELECT (SELECT min(resource_key) FROM jobs INDEXED BY jobs_key_due
+          WHERE state = 'queued' AND resource_key IS NOT NULL)
+  UNION ALL
+  SELECT (SELECT min(resource_key) FROM jobs INDEXED BY jobs_key_due
+          WHERE state = 'queued' AND resource_key IS NOT NULL AND resource_key > keys.k)
+  FROM keys WHERE keys.k IS NOT NULL
+),
+keyed(id) AS (
+  SELECT (SELECT j.id FROM jobs j INDEXED BY jobs_key_due
+          WHERE j.state = 'queued' AND j.resource_key IS NOT NULL AND j.resource_key = keys.k
+            AND j.next_attempt_at <= ?1
+          ORDER BY j.next_attempt_at, j.id LIMIT 1)
+  FROM keys
+  WHERE keys.k IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM key_gaps g WHERE g.resource_key = keys.k AND g.not_before > ?1)
+),
+unkeyed(id) AS (
+  SELECT id FROM jobs INDEXED BY jobs_due_unkeyed
+  WHERE state = 'queued' AND resource_key IS NULL AND next_attempt_at <= ?1
+  ORDER BY next_attempt_at, id LIMIT ?5
 ),
 cand AS (
   SELECT j.id, j.next_attempt_at,
-         coalesce(lim.conc, 1) - coalesce(br.n, 0) AS route_room,
-         CASE WHEN j.resource_key IS NULL THEN 1
-              ELSE coalesce(lim.key_conc, 1) - coalesce(bk.n, 0) END AS key_room,
-         row_number() OVER (PARTITION BY j.route ORDER BY j.next_attempt_at, j.id) AS route_rn,
-         row_number() OVER (PARTITION BY coalesce(j.resource_key, j.id)
-                            ORDER BY j.next_attempt_at, j.id) AS key_rn
+         coalesce(l.conc, 1) - coalesce(br.n, 0) AS route_room,
+         row_number() OVER (PARTITION BY j.route ORDER BY j.next_attempt_at, j.id) AS route_rn
   FROM jobs j
-  LEFT JOIN lim ON lim.route = j.route
+  LEFT JOIN lim l ON l.route = j.route
   LEFT JOIN busy_route br ON br.route = j.route
   LEFT JOIN busy_key bk ON bk.resource_key = j.resource_key
-  WHERE j.state = 'queued' AND j.next_attempt_at <= ?1
-    AND coalesce(br.n, 0) < coalesce(lim.conc, 1)
-    AND (j.resource_key IS NULL OR coalesce(bk.n, 0) < coalesce(lim.key_conc, 1))
-    AND NOT EXISTS (SELECT 1 FROM key_gaps g
-                    WHERE g.resource_key = j.resource_key AND g.not_before > ?1)
+  WHERE j.id IN (SELECT id FROM keyed WHERE id IS NOT NULL UNION ALL SELECT id FROM unkeyed)
+    AND (j.resource_key IS NULL OR coalesce(bk.n, 0) < coalesce(l.key_conc, 1))
 )
 UPDATE jobs SET state = 'delivering', lease_until = ?2, updated_at = ?1
-WHERE id IN (SELECT id FROM cand WHERE route_rn <= route_room AND key_rn <= key_room
+WHERE id IN (SELECT id FROM cand WHERE route_rn <= route_room
              ORDER BY next_attempt_at, id LIMIT ?4)
 RETURNING id, route, location, method, request, client_token, resource_key,
           attempts, free_attempts, auth_refreshes, created_at
@@ -201,6 +224,7 @@ void job_store::claim(sys_time now, millis lease, int limit, std::vector<route_l
         q.bind(2, to_iso8601(now + lease));
         q.bind(3, lim);
         q.bind(4, limit);
+        q.bind(5, limit * 8 + 64);  // candidate window
         while (q.executeStep()) {
           claimed_job j;
           j.id = q.getColumn(0).getString();
@@ -379,8 +403,8 @@ json job_store::list(const std::string& state, int limit) {
 std::optional<sys_time> job_store::next_wakeup(sys_time now) {
   std::lock_guard lock(read_mutex_);
   SQLite::Statement q(*reader_,
-      "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM jobs WHERE state = 'queued' "
-      "AND next_attempt_at > ?1 UNION ALL SELECT min(not_before) FROM key_gaps "
+      "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM jobs INDEXED BY jobs_due "
+      "WHERE state = 'queued' AND next_attempt_at > ?1 UNION ALL SELECT min(not_before) FROM key_gaps "
       "WHERE not_before > ?1)");
   q.bind(1, to_iso8601(now));
   if (!q.executeStep() || q.getColumn(0).isNull()) return std::nullopt;
