@@ -67,9 +67,7 @@ int cmd_jobs(const std::string& which, const cli_state& s) {
   if (which == "show") {
     auto j = st.job(s.id);
     if (!j) return std::cerr << "no job " << s.id << "\n", 1;
-    if ((*j)["request"].contains("headers"))
-      for (auto& [k, v] : (*j)["request"]["headers"].items())
-        if (v.is_string() && is_secret_header(k)) v = mask_secret(v.get<std::string>());
+    mask_job_secrets(*j);
     return print_json(*j);
   }
   if (which == "retry") {

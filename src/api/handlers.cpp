@@ -33,15 +33,6 @@ bool constant_time_equal(const std::string& a, const std::string& b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-// Admin output never shows credentials: stored headers are masked.
-void mask_job(json& j) {
-  if (!j.contains("request") || !j["request"].is_object()) return;
-  auto& req = j["request"];
-  if (req.contains("headers") && req["headers"].is_object())
-    for (auto& [k, v] : req["headers"].items())
-      if (v.is_string() && is_secret_header(k)) v = mask_secret(v.get<std::string>());
-}
-
 std::string path_of(const std::string& target) { return target.substr(0, target.find('?')); }
 
 }  // namespace
@@ -142,7 +133,7 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
 outgoing_response api::job(const std::string& id) {
   auto j = s_.store.job(id);
   if (!j) return json_error(404, "not_found", "no job with that id");
-  mask_job(*j);
+  mask_job_secrets(*j);
   return json_ok(200, *j);
 }
 

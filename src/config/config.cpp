@@ -139,6 +139,16 @@ void read_overrides(table_reader& r, delivery_overrides& o) {
   r.duration("retry_cap", o.retry_cap, millis{1});
 }
 
+route_settings apply_overrides(route_settings s, const delivery_overrides& o) {
+  if (o.concurrency) s.concurrency = *o.concurrency;
+  if (o.max_attempts) s.max_attempts = *o.max_attempts;
+  if (o.max_age) s.max_age = *o.max_age;
+  if (o.request_timeout) s.request_timeout = *o.request_timeout;
+  if (o.retry_base) s.retry_base = *o.retry_base;
+  if (o.retry_cap) s.retry_cap = *o.retry_cap;
+  return s;
+}
+
 route_config read_route(const toml::value& v, std::size_t index, problems& errs) {
   route_config r;
   r.name.clear();
@@ -190,14 +200,11 @@ void read_document(const toml::value& root, config& c, problems& errs) {
   }
   if (auto* v = section("delivery")) {
     table_reader t(*v, "delivery", errs);
-    auto& d = c.delivery.defaults;
-    t.integer("concurrency", d.concurrency, 1, 100000);
-    t.integer("max_attempts", d.max_attempts, 1, 1000000);
-    t.duration("max_age", d.max_age, millis{1});
-    t.duration("request_timeout", d.request_timeout, millis{1});
-    t.duration("retry_base", d.retry_base, millis{1});
-    t.duration("retry_cap", d.retry_cap, millis{1});
-    t.duration("rate_limit_cap", d.rate_limit_cap, millis{1});
+    // The keys a route may override are read by the same code, then applied to the defaults.
+    delivery_overrides o;
+    read_overrides(t, o);
+    c.delivery.defaults = apply_overrides(c.delivery.defaults, o);
+    t.duration("rate_limit_cap", c.delivery.defaults.rate_limit_cap, millis{1});
     t.string("ca_file", c.delivery.ca_file);
     t.duration("shutdown_grace", c.delivery.shutdown_grace);
     t.integer("max_response_bytes", c.delivery.max_response_bytes, 1024, 64 << 20);
@@ -367,15 +374,7 @@ config load_config(const std::optional<std::filesystem::path>& file, const envir
 }
 
 route_settings effective_settings(const config& c, const route_config& r) {
-  route_settings s = c.delivery.defaults;
-  const auto& o = r.overrides;
-  if (o.concurrency) s.concurrency = *o.concurrency;
-  if (o.max_attempts) s.max_attempts = *o.max_attempts;
-  if (o.max_age) s.max_age = *o.max_age;
-  if (o.request_timeout) s.request_timeout = *o.request_timeout;
-  if (o.retry_base) s.retry_base = *o.retry_base;
-  if (o.retry_cap) s.retry_cap = *o.retry_cap;
-  return s;
+  return apply_overrides(c.delivery.defaults, r.overrides);
 }
 
 namespace {

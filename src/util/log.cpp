@@ -80,4 +80,13 @@ std::string mask_response(std::string_view text, std::size_t max_bytes) {
   }
   return out;
 }
+
+void mask_job_secrets(nlohmann::json& job) {
+  if (!job.is_object() || !job.contains("request") || !job["request"].is_object()) return;
+  auto& req = job["request"];
+  if (!req.contains("headers") || !req["headers"].is_object()) return;
+  for (auto& [name, value] : req["headers"].items())
+    if (value.is_string() && is_secret_header(name)) value = mask_secret(value.get<std::string>());
+}
+
 }  // namespace resendd

@@ -22,3 +22,9 @@ namespace resendd {
 // secret, password, authorization; not client_token) are masked; then cut to `max_bytes`.
 std::string mask_response(std::string_view text, std::size_t max_bytes);
 }  // namespace resendd
+
+#include <nlohmann/json_fwd.hpp>
+namespace resendd {
+// A stored job as shown to operators: credential headers of its request masked in place.
+void mask_job_secrets(nlohmann::json& job);
+}  // namespace resendd

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "support/fake_server.h"
+#include "support/harness.h"
 
 namespace resendd::test {
 
@@ -137,19 +138,11 @@ class fake_feishu {
   fake_server server_;  // last: it stops (joins its threads) before the state above goes
 };
 
-inline std::string feishu_config(const std::string& extra_route = "", const std::string& extra = "") {
-  return R"([server]
-listen = "127.0.0.1:0"
-[delivery]
-retry_base = "10ms"
-retry_cap = "40ms"
-[[routes]]
-name = "bitable"
-match = '^http://127\.0\.0\.1:\d+/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records/batch_create([?].*)?$'
-profile = "feishu"
-serialize_by = "bitable_table"
-allow_private_networks = true
-)" + extra_route + "\n" + extra;
+// A Feishu-profile route for Bitable batch_create on 127.0.0.1, serialized per table.
+inline std::string feishu_config(const std::string& route_keys = "", const std::string& extra = "") {
+  return test_config(
+      R"(^http://127\.0\.0\.1:\d+/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records/batch_create([?].*)?$)",
+      "profile = \"feishu\"\nserialize_by = \"bitable_table\"\n" + route_keys, extra);
 }
 
 }  // namespace resendd::test

@@ -9,8 +9,10 @@
 
 namespace resendd::test {
 
-// A config that listens on a free port and routes http://127.0.0.1:* with fast retries.
-inline std::string local_config(const std::string& extra_route_keys = "", const std::string& extra = "") {
+// A daemon config: a free port, fast retries, and one route to 127.0.0.1 (`match`) allowed to
+// reach loopback; `route_keys` go into the route, `extra` after it (other sections).
+inline std::string test_config(const std::string& match, const std::string& route_keys,
+                               const std::string& extra) {
   return R"([server]
 listen = "127.0.0.1:0"
 [delivery]
@@ -20,9 +22,14 @@ request_timeout = "10s"
 shutdown_grace = "2s"
 [[routes]]
 name = "local"
-match = '^http://127\.0\.0\.1:\d+/.*$'
+match = ')" + match + R"('
 allow_private_networks = true
-)" + extra_route_keys + "\n" + extra;
+)" + route_keys + "\n" + extra;
+}
+
+// A generic route for every http://127.0.0.1:PORT/ location.
+inline std::string local_config(const std::string& route_keys = "", const std::string& extra = "") {
+  return test_config(R"(^http://127\.0\.0\.1:\d+/.*$)", route_keys, extra);
 }
 
 // The seed's request: Bitable fields sent as a JSON string, with a json_parse command.
