@@ -175,3 +175,19 @@ TEST(Credentials, ExpiredTokenWithoutCredentialsIsDeadWithAReason) {
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
   EXPECT_NE(sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'").find("expired"), std::string::npos);
 }
+
+TEST(Credentials, CozeRouteGetsAFreshCozeAccessToken) {
+  temp_dir dir;
+  const auto keys = make_rsa_pair(dir);
+  fake_coze coze(keys.public_pem, kid, app_id);
+  // A Coze API stand-in that accepts only the token the fake Coze OAuth endpoint issued.
+  fake_server api([](const received& r) {
+    if (r.header("authorization") != "Bearer czs_token_1") return fake_reply{401, R"({"code":4100})"};
+    return fake_reply{200, R"({"code":0})"};
+  });
+  daemon_process d(dir, local_config("credentials = \"coze\"", token_config(coze.url()).substr(token_config(coze.url()).find("[coze]"))),
+                   {{"JWT_PRIVATE_KEY", keys.private_pem}});
+  const auto id = job_id(post_resend(d, resend_body(api.url("/v1/workflow/run"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log() << coze.last_error();
+  EXPECT_EQ(coze.exchanges(), 1);
+}
