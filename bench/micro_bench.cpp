@@ -18,13 +18,18 @@ using nlohmann::json;
 
 namespace {
 const std::string location =
-    "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnAPP/tables/tblTABLE/records/batch_create";
+    "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnAPP/tables/tblTABLE/records/"
+    "batch_create";
 
 std::string seed_body() {
-  return json{{"location", location},
-              {"headers", {{"Authorization", "Bearer t-xxxxxxxxxxxxxxxxxxxxxxxx"}}},
-              {"params", {{"records", {{{"fields", R"({"金额": 32.5, "分类": "餐饮", "备注": "午饭", "日期": 1764115200000})"}}}}}},
-              {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}}
+  return json{
+      {"location", location},
+      {"headers", {{"Authorization", "Bearer t-xxxxxxxxxxxxxxxxxxxxxxxx"}}},
+      {"params",
+       {{"records",
+         {{{"fields",
+            R"({"金额": 32.5, "分类": "餐饮", "备注": "午饭", "日期": 1764115200000})"}}}}}},
+      {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}}
       .dump();
 }
 }  // namespace
@@ -67,7 +72,8 @@ static void BM_DurableEnqueue(benchmark::State& state) {
       std::vector<std::promise<void>> done(static_cast<std::size_t>(batch));
       for (int i = 0; i < batch; ++i) {
         store::new_job j{uuid_v7(sys_time{}), "feishu-bitable", "POST", location, body, {}, {}, {}};
-        s.enqueue(std::move(j), sys_time{}, [&done, i](store::enqueue_result) { done[std::size_t(i)].set_value(); });
+        s.enqueue(std::move(j), sys_time{},
+                  [&done, i](store::enqueue_result) { done[std::size_t(i)].set_value(); });
       }
       for (auto& d : done) d.get_future().get();
     }

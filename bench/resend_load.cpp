@@ -24,15 +24,23 @@ int main(int argc, char** argv) {
   int connections = 32, requests = 20000, seconds = 20;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--url") url = v;
-    else if (k == "--connections") connections = std::stoi(v);
-    else if (k == "--requests") requests = std::stoi(v);
-    else if (k == "--seconds") seconds = std::stoi(v);
-    else if (k == "--token") token = v;
-    else return std::fprintf(stderr, "unknown option %s\n", k.c_str()), 2;
+    if (k == "--url")
+      url = v;
+    else if (k == "--connections")
+      connections = std::stoi(v);
+    else if (k == "--requests")
+      requests = std::stoi(v);
+    else if (k == "--seconds")
+      seconds = std::stoi(v);
+    else if (k == "--token")
+      token = v;
+    else
+      return std::fprintf(stderr, "unknown option %s\n", k.c_str()), 2;
   }
   const std::string body =
-      nlohmann::json{{"location", "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnLOAD/tables/tblLOAD/records/batch_create"},
+      nlohmann::json{{"location",
+                      "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnLOAD/tables/tblLOAD/"
+                      "records/batch_create"},
                      {"headers", {{"Authorization", "Bearer t-load"}}},
                      {"params", {{"records", {{{"fields", R"({"金额": 1, "备注": "load"})"}}}}}},
                      {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}}
@@ -46,28 +54,38 @@ int main(int argc, char** argv) {
   latencies_ms.reserve(std::size_t(requests));
   const auto t0 = steady::now(), deadline = t0 + std::chrono::seconds(seconds);
   for (int c = 0; c < connections; ++c) {
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-      while (started < requests && steady::now() < deadline) {
-        ++started;
-        outbound_request req;
-        req.url = url;
-        req.body = body;
-        req.allow_private = true;
-        req.timeout = std::chrono::seconds(10);
-        if (!token.empty()) req.headers.emplace_back("Authorization", "Bearer " + token);
-        const auto s = steady::now();
-        auto r = co_await client.send(std::move(req));
-        latencies_ms.push_back(std::chrono::duration<double, std::milli>(steady::now() - s).count());
-        if (r.answered() && r.status == 202) ++ok;
-        else ++failed;
-      }
-    }, asio::detached);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          while (started < requests && steady::now() < deadline) {
+            ++started;
+            outbound_request req;
+            req.url = url;
+            req.body = body;
+            req.allow_private = true;
+            req.timeout = std::chrono::seconds(10);
+            if (!token.empty()) req.headers.emplace_back("Authorization", "Bearer " + token);
+            const auto s = steady::now();
+            auto r = co_await client.send(std::move(req));
+            latencies_ms.push_back(
+                std::chrono::duration<double, std::milli>(steady::now() - s).count());
+            if (r.answered() && r.status == 202)
+              ++ok;
+            else
+              ++failed;
+          }
+        },
+        asio::detached);
   }
   io.run();
   const double secs = std::chrono::duration<double>(steady::now() - t0).count();
   std::sort(latencies_ms.begin(), latencies_ms.end());
-  auto pct = [&](double p) { return latencies_ms.empty() ? 0.0 : latencies_ms[std::size_t(p * double(latencies_ms.size() - 1))]; };
-  std::printf("accepted %d, failed %d in %.2f s: %.0f jobs/s durable; latency p50 %.2f ms, p99 %.2f ms\n",
-              ok, failed, secs, ok / secs, pct(0.5), pct(0.99));
+  auto pct = [&](double p) {
+    return latencies_ms.empty() ? 0.0
+                                : latencies_ms[std::size_t(p * double(latencies_ms.size() - 1))];
+  };
+  std::printf(
+      "accepted %d, failed %d in %.2f s: %.0f jobs/s durable; latency p50 %.2f ms, p99 %.2f ms\n",
+      ok, failed, secs, ok / secs, pct(0.5), pct(0.99));
   return failed ? 1 : 0;
 }

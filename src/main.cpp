@@ -1,5 +1,7 @@
 // resendd: a persistent retry queue for chat bots. This file only reads the command line and
 // hands over to the composition root (serve) or to one-shot admin commands.
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -7,7 +9,6 @@
 #include <boost/url/parse.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "app/app.h"
 #include "config/config.h"
@@ -71,13 +72,16 @@ int cmd_jobs(const std::string& which, const cli_state& s) {
     return print_json(*j);
   }
   if (which == "retry") {
-    if (s.all_dead) return std::cout << st.retry_dead(clk.now()) << " dead job(s) queued again\n", 0;
+    if (s.all_dead)
+      return std::cout << st.retry_dead(clk.now()) << " dead job(s) queued again\n", 0;
     if (s.id.empty()) return std::cerr << "give a job id or --state dead\n", 2;
-    if (!st.retry(s.id, clk.now())) return std::cerr << "job " << s.id << " is not dead or cancelled\n", 1;
+    if (!st.retry(s.id, clk.now()))
+      return std::cerr << "job " << s.id << " is not dead or cancelled\n", 1;
     return std::cout << "queued " << s.id << "\n", 0;
   }
   if (which == "cancel") {
-    if (!st.cancel(s.id, clk.now())) return std::cerr << "job " << s.id << " is not queued or delivering\n", 1;
+    if (!st.cancel(s.id, clk.now()))
+      return std::cerr << "job " << s.id << " is not queued or delivering\n", 1;
     return std::cout << "cancelled " << s.id << "\n", 0;
   }
   if (which == "purge") {
@@ -98,9 +102,12 @@ int cmd_token(bool exchange, const cli_state& s) {
     return std::cerr << "need --kid and --app-id (or [coze] public_key_id and app_id)\n", 2;
   if (!exchange) {
     auto u = boost::urls::parse_absolute_uri(cfg.coze.token_url);
-    jwt_claims c{cfg.coze.public_key_id, cfg.coze.app_id,
-                 s.aud.empty() ? std::string(u ? u->host() : "") : s.aud, clk.now(),
-                 std::chrono::seconds{s.ttl}, uuid_v4()};
+    jwt_claims c{cfg.coze.public_key_id,
+                 cfg.coze.app_id,
+                 s.aud.empty() ? std::string(u ? u->host() : "") : s.aud,
+                 clk.now(),
+                 std::chrono::seconds{s.ttl},
+                 uuid_v4()};
     auto jwt = mint_jwt(*key, c);
     if (!jwt) return std::cerr << "signing failed\n", 1;
     return std::cout << *jwt << "\n", 0;
@@ -125,7 +132,8 @@ int cmd_healthcheck(const cli_state& s) {
     co_return co_await client.send(req);
   });
   if (r.answered() && r.status == 200) return std::cout << "ok\n", 0;
-  std::cerr << "unhealthy: " << (r.answered() ? "HTTP " + std::to_string(r.status) : r.error) << "\n";
+  std::cerr << "unhealthy: " << (r.answered() ? "HTTP " + std::to_string(r.status) : r.error)
+            << "\n";
   return 1;
 }
 
@@ -138,7 +146,8 @@ int main(int argc, char** argv) {
   cli.fallthrough();
   auto* serve = cli.add_subcommand("serve", "run the daemon (the default)");
   auto* migrate = cli.add_subcommand("migrate", "create or upgrade the database, then exit");
-  auto* check = cli.add_subcommand("check-config", "validate and print the effective config, secrets masked");
+  auto* check =
+      cli.add_subcommand("check-config", "validate and print the effective config, secrets masked");
   auto* jobs = cli.add_subcommand("jobs", "look into and act on the queue");
   jobs->require_subcommand(1);
   auto* jl = jobs->add_subcommand("list", "list jobs, newest first");
@@ -165,7 +174,8 @@ int main(int argc, char** argv) {
   }
   tm->add_option("--aud", s.aud, "audience (default: host of coze.token_url)");
   tm->add_option("--ttl", s.ttl, "seconds the JWT lives")->check(CLI::Range(1, 86400));
-  tx->add_option("--duration", s.duration, "seconds asked for the access token")->check(CLI::Range(1, 86399));
+  tx->add_option("--duration", s.duration, "seconds asked for the access token")
+      ->check(CLI::Range(1, 86399));
   auto* health = cli.add_subcommand("healthcheck", "exit 0 when the daemon answers /healthz");
   health->add_option("--url", s.url);
   for (auto* sub : {serve, migrate, check}) sub->fallthrough();

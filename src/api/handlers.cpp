@@ -1,10 +1,10 @@
 #include "api/handlers.h"
 
 #include <openssl/crypto.h>
+#include <spdlog/spdlog.h>
 
 #include <boost/url/parse.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 #include <set>
 #include <sstream>
 
@@ -59,7 +59,8 @@ asio::awaitable<outgoing_response> api::handle(incoming_request req) {
   if (path == "/metrics" && m == "GET") co_return metrics();
   if (path == "/token") {
     if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
-    if (!s_.token) co_return json_error(503, "not_configured", "the token module is not configured");
+    if (!s_.token)
+      co_return json_error(503, "not_configured", "the token module is not configured");
     co_return co_await s_.token(req);
   }
   const bool is_jobs = path == "/jobs" || path.starts_with("/jobs/");
@@ -143,7 +144,8 @@ outgoing_response api::jobs(const std::string& query) {
   auto target = boost::urls::parse_origin_form("/jobs?" + query);
   if (!target) return json_error(400, "bad_query", "malformed query string");
   for (const auto& p : target->params()) {
-    if (p.key == "state") state = p.value;
+    if (p.key == "state")
+      state = p.value;
     else if (p.key == "limit") {
       try {
         limit = std::stoi(p.value);
@@ -152,7 +154,8 @@ outgoing_response api::jobs(const std::string& query) {
       }
     }
   }
-  static const std::set<std::string> states = {"", "queued", "delivering", "succeeded", "dead", "cancelled"};
+  static const std::set<std::string> states = {"",          "queued", "delivering",
+                                               "succeeded", "dead",   "cancelled"};
   if (!states.count(state)) return json_error(400, "bad_query", "unknown state");
   limit = std::clamp(limit, 1, 1000);
   auto list = s_.store.list(state, limit);
@@ -183,12 +186,15 @@ outgoing_response api::metrics() {
   const auto counts = s_.store.counts();
   for (const auto& [state, n] : counts.items())
     o << "resendd_jobs{state=\"" << state << "\"} " << n.get<std::int64_t>() << "\n";
-  o << "# HELP resendd_deliveries_in_flight Deliveries in flight.\n# TYPE resendd_deliveries_in_flight gauge\n"
+  o << "# HELP resendd_deliveries_in_flight Deliveries in flight.\n# TYPE "
+       "resendd_deliveries_in_flight gauge\n"
     << "resendd_deliveries_in_flight " << s_.dispatch.in_flight() << "\n"
-    << "# HELP resendd_attempts_total Attempts finished since start.\n# TYPE resendd_attempts_total counter\n"
+    << "# HELP resendd_attempts_total Attempts finished since start.\n# TYPE "
+       "resendd_attempts_total counter\n"
     << "resendd_attempts_total " << s_.dispatch.delivered() << "\n"
     << "# HELP resendd_store_commits_total Store transactions committed since start.\n"
-    << "# TYPE resendd_store_commits_total counter\nresendd_store_commits_total " << s_.store.batches() << "\n";
+    << "# TYPE resendd_store_commits_total counter\nresendd_store_commits_total "
+    << s_.store.batches() << "\n";
   outgoing_response r;
   r.body = o.str();
   r.content_type = "text/plain; version=0.0.4";

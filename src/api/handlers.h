@@ -17,7 +17,8 @@ class job_store;
 class route_table;
 class dispatcher;
 
-using token_handler = std::function<boost::asio::awaitable<outgoing_response>(const incoming_request&)>;
+using token_handler =
+    std::function<boost::asio::awaitable<outgoing_response>(const incoming_request&)>;
 
 struct api_services {
   const config& cfg;

@@ -1,11 +1,12 @@
 #include "app/app.h"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <functional>
-#include <spdlog/spdlog.h>
 
 #ifdef RESENDD_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -38,7 +39,8 @@ bool split_listen(const std::string& listen, std::string& host, std::uint16_t& p
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos) return false;
   host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   if (host == "localhost") host = "127.0.0.1";
   try {
     const int p = std::stoi(listen.substr(colon + 1));
@@ -67,7 +69,8 @@ int run_daemon(const config& cfg, const clock& clk) {
   asio::io_context io{1};
   store::job_store store(cfg.store.path, cfg.store.max_queue_depth, clk.now());
   if (int n = store.requeue_delivering(clk.now()))
-    spdlog::warn("store: {} job(s) were being delivered when resendd last stopped; queued again", n);
+    spdlog::warn("store: {} job(s) were being delivered when resendd last stopped; queued again",
+                 n);
   route_table routes(cfg);
   client_options copts;
   copts.ca_file = cfg.delivery.ca_file;
@@ -77,9 +80,14 @@ int run_daemon(const config& cfg, const clock& clk) {
   dispatcher dispatch(io, store, routes, client, clk, cfg, &tokens);
   api handlers({cfg, store, routes, dispatch, clk,
                 tokens.coze_configured() ? tokens.handler() : token_handler{}});
-  server_options sopts{host, port, cfg.server.max_body_bytes, 16 * 1024, cfg.server.read_timeout,
+  server_options sopts{host,
+                       port,
+                       cfg.server.max_body_bytes,
+                       16 * 1024,
+                       cfg.server.read_timeout,
                        cfg.server.max_connections};
-  http_server server(io, sopts, [&handlers](incoming_request r) { return handlers.handle(std::move(r)); });
+  http_server server(io, sopts,
+                     [&handlers](incoming_request r) { return handlers.handle(std::move(r)); });
 
   // Shutdown: stop accepting, let deliveries finish within shutdown_grace, then stop. The
   // handler is installed before "listening on" is said, so no early SIGTERM is lost.

@@ -52,14 +52,18 @@ class table_reader {
 
   void string(const char* key, std::string& out) {
     if (auto* v = find(key)) {
-      if (v->is_string()) out = v->as_string().str;
-      else bad(key, "must be a string");
+      if (v->is_string())
+        out = v->as_string().str;
+      else
+        bad(key, "must be a string");
     }
   }
   void boolean(const char* key, bool& out) {
     if (auto* v = find(key)) {
-      if (v->is_boolean()) out = v->as_boolean();
-      else bad(key, "must be true or false");
+      if (v->is_boolean())
+        out = v->as_boolean();
+      else
+        bad(key, "must be true or false");
     }
   }
   template <class Int>
@@ -82,7 +86,8 @@ class table_reader {
   void duration(const char* key, millis& out, millis min = millis{0}) {
     if (auto* v = find(key)) {
       auto d = v->is_string() ? parse_duration(v->as_string().str) : std::nullopt;
-      if (!d) return bad(key, "must be a duration like \"500ms\", \"30s\", \"5m\", \"48h\", \"7d\"");
+      if (!d)
+        return bad(key, "must be a duration like \"500ms\", \"30s\", \"5m\", \"48h\", \"7d\"");
       if (*d < min) return bad(key, "must be at least " + format_duration(min));
       out = *d;
     }
@@ -122,7 +127,9 @@ class table_reader {
   std::string name(const std::string& key) const {
     return key.empty() ? prefix_ : prefix_.empty() ? key : prefix_ + "." + key;
   }
-  void bad(const std::string& key, const std::string& why) { errs_.push_back(name(key) + ": " + why); }
+  void bad(const std::string& key, const std::string& why) {
+    errs_.push_back(name(key) + ": " + why);
+  }
 
   std::string prefix_;
   problems& errs_;
@@ -171,8 +178,8 @@ route_config read_route(const toml::value& v, std::size_t index, problems& errs)
 
 void read_document(const toml::value& root, config& c, problems& errs) {
   table_reader top(root, "", errs);
-  static const std::set<std::string> sections = {"server", "store", "delivery", "routes",
-                                                  "coze",   "feishu", "log"};
+  static const std::set<std::string> sections = {"server", "store",  "delivery", "routes",
+                                                 "coze",   "feishu", "log"};
   if (root.is_table())
     for (const auto& [k, v] : root.as_table())
       if (!sections.count(k)) errs.push_back(k + ": unknown section");
@@ -270,7 +277,8 @@ void apply_environment(config& c, const environment& env, problems& errs) {
     auto dir = get("CREDENTIALS_DIRECTORY");
     if (!dir) return std::nullopt;
     auto text = read_file(*dir + "/" + name);
-    if (text) while (!text->empty() && (text->back() == '\n' || text->back() == '\r')) text->pop_back();
+    if (text)
+      while (!text->empty() && (text->back() == '\n' || text->back() == '\r')) text->pop_back();
     return text;
   };
   if (auto v = get("RESENDD_API_TOKENS")) c.server.api_tokens = split_list(*v);
@@ -289,8 +297,10 @@ void apply_environment(config& c, const environment& env, problems& errs) {
   } else if (auto v = credential("jwt_private_key")) {
     c.coze.private_key_pem = *v;
   } else if (!c.coze.private_key_file.empty()) {
-    if (auto text = read_file(c.coze.private_key_file)) c.coze.private_key_pem = *text;
-    else errs.push_back("coze.private_key_file: cannot read " + c.coze.private_key_file);
+    if (auto text = read_file(c.coze.private_key_file))
+      c.coze.private_key_pem = *text;
+    else
+      errs.push_back("coze.private_key_file: cannot read " + c.coze.private_key_file);
   }
 }
 
@@ -315,9 +325,12 @@ void validate(const config& c, problems& errs) {
   for (std::size_t i = 0; i < c.routes.size(); ++i) {
     const auto& r = c.routes[i];
     const auto key = "routes[" + std::to_string(i) + "].";
-    if (r.name.empty()) errs.push_back(key + "name: required");
-    else if (!names.insert(r.name).second) errs.push_back(key + "name: \"" + r.name + "\" is used twice");
-    if (r.match.empty()) errs.push_back(key + "match: required");
+    if (r.name.empty())
+      errs.push_back(key + "name: required");
+    else if (!names.insert(r.name).second)
+      errs.push_back(key + "name: \"" + r.name + "\" is used twice");
+    if (r.match.empty())
+      errs.push_back(key + "match: required");
     else if (RE2 re(r.match, RE2::Quiet); !re.ok())
       errs.push_back(key + "match: bad pattern: " + re.error());
     if (r.profile != "generic" && r.profile != "feishu")
@@ -329,14 +342,18 @@ void validate(const config& c, problems& errs) {
       errs.push_back(key + "serialize_by: must be \"\", \"host\", \"path\" or \"bitable_table\"");
     const auto s = effective_settings(c, r);
     if (s.retry_base > s.retry_cap) errs.push_back(key + "retry_base: must not exceed retry_cap");
-    if (r.credentials == "feishu_tenant" && (c.feishu.app_id.empty() || c.feishu.app_secret.empty()))
-      errs.push_back(key + "credentials: \"feishu_tenant\" needs feishu.app_id and feishu.app_secret");
+    if (r.credentials == "feishu_tenant" &&
+        (c.feishu.app_id.empty() || c.feishu.app_secret.empty()))
+      errs.push_back(key +
+                     "credentials: \"feishu_tenant\" needs feishu.app_id and feishu.app_secret");
     if (r.credentials == "coze" &&
         (c.coze.app_id.empty() || c.coze.public_key_id.empty() || c.coze.private_key_pem.empty()))
-      errs.push_back(key + "credentials: \"coze\" needs coze.app_id, public_key_id and a private key");
+      errs.push_back(key +
+                     "credentials: \"coze\" needs coze.app_id, public_key_id and a private key");
   }
   if (!valid_http_url(c.coze.token_url)) errs.push_back("coze.token_url: must be an http(s) URL");
-  if (!valid_http_url(c.feishu.token_url)) errs.push_back("feishu.token_url: must be an http(s) URL");
+  if (!valid_http_url(c.feishu.token_url))
+    errs.push_back("feishu.token_url: must be an http(s) URL");
   if (!c.delivery.ca_file.empty() && !read_file(c.delivery.ca_file))
     errs.push_back("delivery.ca_file: cannot read " + c.delivery.ca_file);
   if (c.store.path.empty()) errs.push_back("store.path: required");
@@ -345,9 +362,10 @@ void validate(const config& c, problems& errs) {
 config finish(config c, const environment& env, problems errs) {
   apply_environment(c, env, errs);
   validate(c, errs);
-  static const std::set<std::string> levels = {"trace", "debug", "info", "warn",
+  static const std::set<std::string> levels = {"trace", "debug",    "info", "warn",
                                                "error", "critical", "off"};
-  if (!levels.count(c.log.level)) errs.push_back("log.level: must be one of trace, debug, info, warn, error, critical, off");
+  if (!levels.count(c.log.level))
+    errs.push_back("log.level: must be one of trace, debug, info, warn, error, critical, off");
   if (!errs.empty()) throw config_error(std::move(errs));
   return c;
 }
@@ -397,12 +415,12 @@ std::string render_config(const config& c) {
   o << "[server]\nlisten = " << quote(c.server.listen) << "\napi_tokens = [";
   for (std::size_t i = 0; i < c.server.api_tokens.size(); ++i)
     o << (i ? ", " : "") << quote(mask_secret(c.server.api_tokens[i]));
-  o << "]\nallow_unauthenticated_public = " << std::boolalpha << c.server.allow_unauthenticated_public
-    << "\nmax_body_bytes = " << c.server.max_body_bytes
+  o << "]\nallow_unauthenticated_public = " << std::boolalpha
+    << c.server.allow_unauthenticated_public << "\nmax_body_bytes = " << c.server.max_body_bytes
     << "\nmax_connections = " << c.server.max_connections
     << "\nread_timeout = " << quote(format_duration(c.server.read_timeout)) << "\n\n";
-  o << "[store]\npath = " << quote(c.store.path) << "\nmax_queue_depth = " << c.store.max_queue_depth
-    << "\n\n";
+  o << "[store]\npath = " << quote(c.store.path)
+    << "\nmax_queue_depth = " << c.store.max_queue_depth << "\n\n";
   const auto& d = c.delivery.defaults;
   o << "[delivery]\nconcurrency = " << d.concurrency
     << "\nrequest_timeout = " << quote(format_duration(d.request_timeout))
@@ -416,7 +434,8 @@ std::string render_config(const config& c) {
   for (const auto& r : c.routes) {
     const auto s = effective_settings(c, r);
     o << "\n[[routes]]\nname = " << quote(r.name) << "\nmatch = " << literal(r.match)
-      << "\nprofile = " << quote(r.profile) << "\nallow_private_networks = " << r.allow_private_networks
+      << "\nprofile = " << quote(r.profile)
+      << "\nallow_private_networks = " << r.allow_private_networks
       << "\ncredentials = " << quote(r.credentials) << "\nserialize_by = " << quote(r.serialize_by)
       << "\nkey_concurrency = " << r.key_concurrency
       << "\nkey_min_gap = " << quote(format_duration(r.key_min_gap))
@@ -426,11 +445,13 @@ std::string render_config(const config& c) {
       << "\nretry_base = " << quote(format_duration(s.retry_base))
       << "\nretry_cap = " << quote(format_duration(s.retry_cap)) << "\n";
   }
-  o << "\n[coze]\napp_id = " << quote(c.coze.app_id) << "\npublic_key_id = " << quote(c.coze.public_key_id)
+  o << "\n[coze]\napp_id = " << quote(c.coze.app_id)
+    << "\npublic_key_id = " << quote(c.coze.public_key_id)
     << "\nprivate_key_file = " << quote(c.coze.private_key_file)
     << "\n# private key loaded: " << (c.coze.private_key_pem.empty() ? "no" : "yes")
     << "\ntoken_url = " << quote(c.coze.token_url) << "\n";
-  o << "\n[feishu]\napp_id = " << quote(c.feishu.app_id) << "\napp_secret = " << masked(c.feishu.app_secret)
+  o << "\n[feishu]\napp_id = " << quote(c.feishu.app_id)
+    << "\napp_secret = " << masked(c.feishu.app_secret)
     << "\ntoken_url = " << quote(c.feishu.token_url) << "\n";
   o << "\n[log]\nlevel = " << quote(c.log.level) << "\n";
   return o.str();

@@ -26,22 +26,22 @@ struct delivery_overrides {
 
 // What one delivery of a job on a route is allowed: [delivery] merged with the route's overrides.
 struct route_settings {
-  int concurrency = 64;             // deliveries in flight at once on this route
-  millis request_timeout{30'000};   // one attempt, connect to last byte
-  int max_attempts = 20;            // tries that count (rate-limited tries do not)
-  millis max_age{48 * 3'600'000LL}; // from creation; then the job is dead
-  millis retry_base{2'000};         // first backoff
-  millis retry_cap{30 * 60'000};    // largest backoff
-  millis rate_limit_cap{3'600'000}; // largest wait a rate-limit answer may ask for
+  int concurrency = 64;              // deliveries in flight at once on this route
+  millis request_timeout{30'000};    // one attempt, connect to last byte
+  int max_attempts = 20;             // tries that count (rate-limited tries do not)
+  millis max_age{48 * 3'600'000LL};  // from creation; then the job is dead
+  millis retry_base{2'000};          // first backoff
+  millis retry_cap{30 * 60'000};     // largest backoff
+  millis rate_limit_cap{3'600'000};  // largest wait a rate-limit answer may ask for
 };
 
 struct route_config {
   std::string name = "feishu-bitable";
   std::string match =
       R"(^https://open\.feishu\.cn/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records/batch_create([?].*)?$)";
-  std::string profile = "feishu";     // "generic" | "feishu"
+  std::string profile = "feishu";  // "generic" | "feishu"
   bool allow_private_networks = false;
-  std::string credentials;            // "" | "feishu_tenant" | "coze"
+  std::string credentials;  // "" | "feishu_tenant" | "coze"
   // Writes that share a key are limited to key_concurrency at once, key_min_gap apart.
   std::string serialize_by = "bitable_table";  // "" (no key) | "host" | "path" | "bitable_table"
   int key_concurrency = 1;
@@ -51,8 +51,8 @@ struct route_config {
 
 struct config {
   struct server_section {
-    std::string listen = "127.0.0.1:9000";  // port 0 = any free port
-    std::vector<std::string> api_tokens;    // empty = no authentication (loopback only)
+    std::string listen = "127.0.0.1:9000";      // port 0 = any free port
+    std::vector<std::string> api_tokens;        // empty = no authentication (loopback only)
     bool allow_unauthenticated_public = false;  // listen beyond loopback with no api_tokens
     std::size_t max_body_bytes = 1 << 20;
     int max_connections = 1024;
@@ -64,7 +64,7 @@ struct config {
   } store;
   struct delivery_section {
     route_settings defaults;
-    std::string ca_file;       // extra trusted CA bundle (PEM), added to the system store
+    std::string ca_file;            // extra trusted CA bundle (PEM), added to the system store
     millis shutdown_grace{10'000};  // how long in-flight deliveries may finish on SIGTERM
     std::size_t max_response_bytes = 1 << 20;
   } delivery;

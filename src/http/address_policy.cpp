@@ -7,7 +7,10 @@ namespace resendd {
 namespace {
 
 bool public_v4(std::uint32_t a) {
-  struct net { std::uint32_t base; int bits; };
+  struct net {
+    std::uint32_t base;
+    int bits;
+  };
   static constexpr std::array blocked{
       net{0x00000000, 8},   // 0.0.0.0/8 "this network"
       net{0x0A000000, 8},   // 10/8 private
@@ -46,14 +49,14 @@ bool public_v6(const boost::asio::ip::address_v6& a) {
   // 64:ff9b::/96 NAT64: judge the embedded IPv4 address
   static constexpr std::array<unsigned char, 12> nat64{0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
   if (std::equal(nat64.begin(), nat64.end(), b.begin())) return public_v4(v4_at(b, 12));
-  if ((b[0] & 0xfe) == 0xfc) return false;                 // fc00::/7 unique local
+  if ((b[0] & 0xfe) == 0xfc) return false;                  // fc00::/7 unique local
   if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) return false;  // fe80::/10 link-local
   if (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) return false;  // fec0::/10 site-local (deprecated)
   if (b[0] == 0xff) return false;                           // ff00::/8 multicast
   if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) return false;  // 2001:db8::/32
   if (b[0] == 0x01 && b[1] == 0x00 && b[2] == 0 && b[3] == 0 && b[4] == 0 && b[5] == 0 &&
       b[6] == 0 && b[7] == 0)
-    return false;  // 100::/64 discard
+    return false;                                                   // 100::/64 discard
   if (b[0] == 0x20 && b[1] == 0x02) return public_v4(v4_at(b, 2));  // 2002::/16 6to4
   return true;
 }

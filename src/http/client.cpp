@@ -59,7 +59,7 @@ std::optional<target> parse_target(const outbound_request& req) {
   target t;
   t.tls = u->scheme() == "https";
   t.host = u->host_type() == boost::urls::host_type::ipv6 ? std::string(u->encoded_host_address())
-                                                           : std::string(u->host());
+                                                          : std::string(u->host());
   if (t.host.size() > 2 && t.host.front() == '[') t.host = t.host.substr(1, t.host.size() - 2);
   t.port = u->has_port() ? std::string(u->port()) : (t.tls ? "443" : "80");
   t.host_header = std::string(u->encoded_host_and_port());
@@ -143,13 +143,13 @@ struct http_client::impl {
 
   template <class Stream>
   asio::awaitable<bool> exchange(Stream& s, const target& t, const outbound_request& req,
-                                 steady::time_point deadline, attempt_result& out,
-                                 bool& wrote);
+                                 steady::time_point deadline, attempt_result& out, bool& wrote);
 };
 
-asio::awaitable<std::unique_ptr<connection>> http_client::impl::open(
-    const target& t, const outbound_request& req, steady::time_point deadline,
-    attempt_result& out) {
+asio::awaitable<std::unique_ptr<connection>> http_client::impl::open(const target& t,
+                                                                     const outbound_request& req,
+                                                                     steady::time_point deadline,
+                                                                     attempt_result& out) {
   using namespace asio::experimental::awaitable_operators;
   auto ex = co_await asio::this_coro::executor;
   tcp::resolver resolver(ex);
@@ -214,8 +214,8 @@ asio::awaitable<std::unique_ptr<connection>> http_client::impl::open(
 template <class Stream>
 asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
                                                   const outbound_request& req,
-                                                  steady::time_point deadline,
-                                                  attempt_result& out, bool& wrote) {
+                                                  steady::time_point deadline, attempt_result& out,
+                                                  bool& wrote) {
   http::request<http::string_body> msg;
   msg.method_string(req.method);
   msg.target(t.path_and_query);
@@ -228,7 +228,8 @@ asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
     has_type = has_type || beast::iequals(name, "content-type");
     msg.set(name, value);
   }
-  if (!req.body.empty() && !has_type) msg.set(http::field::content_type, "application/json; charset=utf-8");
+  if (!req.body.empty() && !has_type)
+    msg.set(http::field::content_type, "application/json; charset=utf-8");
   msg.body() = req.body;
   msg.keep_alive(true);
   msg.prepare_payload();

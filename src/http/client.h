@@ -15,10 +15,10 @@
 namespace resendd {
 
 struct client_options {
-  std::string ca_file;                  // extra trusted CAs (PEM), "" = system store only
+  std::string ca_file;  // extra trusted CAs (PEM), "" = system store only
   std::size_t max_response_bytes = 1 << 20;
   std::size_t max_idle_per_origin = 16;
-  millis idle_timeout{15'000};          // a pooled connection older than this is not reused
+  millis idle_timeout{15'000};  // a pooled connection older than this is not reused
   std::string user_agent = "resendd/0.1";
 };
 

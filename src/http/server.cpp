@@ -1,5 +1,8 @@
 #include "http/server.h"
 
+#include <spdlog/spdlog.h>
+
+#include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -7,11 +10,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <array>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <spdlog/spdlog.h>
 
 namespace resendd {
 
@@ -45,14 +46,16 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     auto self = shared_from_this();
     for (;;) {
       beast::error_code ec;
-      tcp::socket sock = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      tcp::socket sock =
+          co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
         spdlog::warn("accept: {}", ec.message());
         continue;
       }
       if (connections.load() >= opts.max_connections) {
-        spdlog::warn("connection limit ({}) reached; closing a new connection", opts.max_connections);
+        spdlog::warn("connection limit ({}) reached; closing a new connection",
+                     opts.max_connections);
         sock.close(ec);
         continue;
       }
@@ -60,8 +63,8 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     }
   }
 
-  asio::awaitable<void> write(beast::tcp_stream& stream, const outgoing_response& r, bool keep_alive,
-                              unsigned version) {
+  asio::awaitable<void> write(beast::tcp_stream& stream, const outgoing_response& r,
+                              bool keep_alive, unsigned version) {
     http::response<http::string_body> res;
     res.version(version);
     res.result(static_cast<http::status>(r.status));
@@ -86,7 +89,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     std::array<char, 16384> sink;
     for (std::size_t total = 0; total < 8 * opts.max_body_bytes + (1 << 20);) {
       const auto n = co_await stream.async_read_some(asio::buffer(sink),
-                                                    asio::redirect_error(asio::use_awaitable, ec));
+                                                     asio::redirect_error(asio::use_awaitable, ec));
       if (ec) break;
       total += n;
     }
@@ -107,26 +110,35 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
       beast::error_code ec;
       stream.expires_after(opts.read_timeout);
-      co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      co_await http::async_read_header(stream, buffer, parser,
+                                       asio::redirect_error(asio::use_awaitable, ec));
       // curl and others wait for "100 Continue" before sending a larger body.
       if (!ec && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
         http::response<http::empty_body> cont{http::status::continue_, parser.get().version()};
         co_await http::async_write(stream, cont, asio::redirect_error(asio::use_awaitable, ec));
       }
       if (!ec && !parser.is_done())
-        co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+        co_await http::async_read(stream, buffer, parser,
+                                  asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
           ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
           ec == asio::error::eof)
         break;
       if (ec) {
         if (ec == http::error::body_limit)
-          co_await write(stream, json_error(413, "too_large", "request body is larger than " +
-                         std::to_string(opts.max_body_bytes) + " bytes"), false, 11);
+          co_await write(stream,
+                         json_error(413, "too_large",
+                                    "request body is larger than " +
+                                        std::to_string(opts.max_body_bytes) + " bytes"),
+                         false, 11);
         else if (ec == http::error::header_limit)
-          co_await write(stream, json_error(431, "headers_too_large", "request headers are too large"), false, 11);
+          co_await write(stream,
+                         json_error(431, "headers_too_large", "request headers are too large"),
+                         false, 11);
         else
-          co_await write(stream, json_error(400, "bad_http", "malformed HTTP request: " + ec.message()), false, 11);
+          co_await write(stream,
+                         json_error(400, "bad_http", "malformed HTTP request: " + ec.message()),
+                         false, 11);
         spdlog::info("http: rejected a request: {}", ec.message());
         co_await drain(stream);
         break;

@@ -13,8 +13,8 @@ namespace resendd {
 
 // A request the server received, already read whole (within the configured limits).
 struct incoming_request {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // "/jobs?state=dead"
+  std::string method;                          // "GET", "POST", ...
+  std::string target;                          // "/jobs?state=dead"
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
   std::string header(const std::string& lower_name) const {
@@ -42,12 +42,12 @@ struct outbound_request {
 
 // What the HTTP client reports about one attempt.
 struct attempt_result {
-  std::string error;      // transport failure ("connect: Connection refused"); empty = answered
+  std::string error;  // transport failure ("connect: Connection refused"); empty = answered
   bool timed_out = false;
-  bool blocked = false;   // the address policy refused every address of the host (permanent)
+  bool blocked = false;  // the address policy refused every address of the host (permanent)
   bool tls_failed = false;
-  int status = 0;         // HTTP status when answered
-  std::string body;       // the response body, possibly truncated
+  int status = 0;                     // HTTP status when answered
+  std::string body;                   // the response body, possibly truncated
   std::optional<millis> retry_after;  // Retry-After or x-ogw-ratelimit-reset, when given
   bool answered() const { return error.empty(); }
 };

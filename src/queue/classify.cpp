@@ -7,11 +7,16 @@ namespace resendd {
 
 std::string_view to_string(outcome_kind k) {
   switch (k) {
-    case outcome_kind::succeeded: return "succeeded";
-    case outcome_kind::retry: return "retry";
-    case outcome_kind::rate_limited: return "rate_limited";
-    case outcome_kind::refresh_credentials: return "refresh_credentials";
-    case outcome_kind::dead: return "dead";
+    case outcome_kind::succeeded:
+      return "succeeded";
+    case outcome_kind::retry:
+      return "retry";
+    case outcome_kind::rate_limited:
+      return "rate_limited";
+    case outcome_kind::refresh_credentials:
+      return "refresh_credentials";
+    case outcome_kind::dead:
+      return "dead";
   }
   return "?";
 }
@@ -40,7 +45,8 @@ constexpr std::array feishu_rules{
     feishu_rule{1254002, 1254002, outcome_kind::retry, "generic failure"},
     feishu_rule{1255001, 1255005, outcome_kind::retry, "internal error"},
     // tenant/app access token invalid or expired: refreshable when resendd holds credentials
-    feishu_rule{99991663, 99991664, outcome_kind::refresh_credentials, "access token invalid or expired"},
+    feishu_rule{99991663, 99991664, outcome_kind::refresh_credentials,
+                "access token invalid or expired"},
     // user access token invalid/expired: resendd cannot refresh user tokens
     feishu_rule{99991668, 99991668, outcome_kind::dead, "user access token invalid"},
     feishu_rule{99991677, 99991677, outcome_kind::dead, "user access token expired"},
@@ -60,8 +66,10 @@ constexpr std::array feishu_rules{
     feishu_rule{1254104, 1254104, outcome_kind::dead, "too many records in one call"},
     feishu_rule{1254037, 1254037, outcome_kind::dead, "client_token is not a UUIDv4"},
     // the first write may have landed: a person must look before anything is re-sent
-    feishu_rule{1255006, 1255006, outcome_kind::dead, "needs reconciliation: client_token conflict"},
-    feishu_rule{1254608, 1254608, outcome_kind::dead, "needs reconciliation: same request submitted repeatedly"},
+    feishu_rule{1255006, 1255006, outcome_kind::dead,
+                "needs reconciliation: client_token conflict"},
+    feishu_rule{1254608, 1254608, outcome_kind::dead,
+                "needs reconciliation: same request submitted repeatedly"},
 };
 
 verdict by_status(int status) {
@@ -69,7 +77,8 @@ verdict by_status(int status) {
   if (status >= 200 && status < 300) return {outcome_kind::succeeded, {}, what};
   if (status == 429) return {outcome_kind::rate_limited, {}, what};
   if (status == 408 || status == 425 || status >= 500) return {outcome_kind::retry, {}, what};
-  if (status >= 300 && status < 400) return {outcome_kind::dead, {}, what + " (redirects are not followed)"};
+  if (status >= 300 && status < 400)
+    return {outcome_kind::dead, {}, what + " (redirects are not followed)"};
   return {outcome_kind::dead, {}, what};
 }
 
@@ -85,7 +94,8 @@ verdict by_feishu_code(const attempt_result& r) {
     return v;
   }
   const auto code = body["code"].get<std::int64_t>();
-  std::string msg = body.contains("msg") && body["msg"].is_string() ? body["msg"].get<std::string>() : "";
+  std::string msg =
+      body.contains("msg") && body["msg"].is_string() ? body["msg"].get<std::string>() : "";
   if (msg.size() > 200) msg.resize(200);
   const std::string what = "feishu " + std::to_string(code) + (msg.empty() ? "" : ": " + msg);
   if (code == 0) return {outcome_kind::succeeded, code, what};

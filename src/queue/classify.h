@@ -23,7 +23,7 @@ std::string_view to_string(outcome_kind k);
 struct verdict {
   outcome_kind kind = outcome_kind::retry;
   std::optional<std::int64_t> feishu_code;
-  std::string reason;  // short, for last_error: "HTTP 503", "feishu 1254060: ..."
+  std::string reason;          // short, for last_error: "HTTP 503", "feishu 1254060: ..."
   std::optional<millis> wait;  // for rate_limited: what the destination asked us to wait
 };
 

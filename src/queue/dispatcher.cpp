@@ -1,5 +1,7 @@
 #include "queue/dispatcher.h"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -7,7 +9,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/url.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "http/client.h"
 #include "queue/classify.h"
@@ -43,16 +44,23 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   asio::steady_timer timer;
   std::atomic<int> in_flight{0};
   std::atomic<std::uint64_t> delivered{0};
-  bool wake_pending = false;  // io thread only
-  bool stopping = false;      // io thread only
+  bool wake_pending = false;      // io thread only
+  bool stopping = false;          // io thread only
   std::function<void()> drained;  // io thread only
   std::vector<store::route_limits> limits;
   millis lease{0};
 
   impl(asio::io_context& i, store::job_store& s, const route_table& r, http_client& c,
        const clock& k, const config& g, credential_source* cr)
-      : io(i), store(s), routes(r), client(c), clk(k), cfg(g), credentials(cr),
-        ex(i.get_executor()), timer(ex) {
+      : io(i),
+        store(s),
+        routes(r),
+        client(c),
+        clk(k),
+        cfg(g),
+        credentials(cr),
+        ex(i.get_executor()),
+        timer(ex) {
     for (const auto& rt : routes.all()) {
       limits.push_back({rt->cfg.name, rt->settings.concurrency, rt->cfg.key_concurrency});
       lease = std::max(lease, rt->settings.request_timeout);
@@ -81,7 +89,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       const auto now = clk.now();
       millis wait = idle_poll;
       try {
-        if (auto next = store.next_wakeup(now)) wait = std::clamp(*next - now, millis{0}, idle_poll);
+        if (auto next = store.next_wakeup(now))
+          wait = std::clamp(*next - now, millis{0}, idle_poll);
       } catch (const std::exception& e) {
         spdlog::error("dispatcher: reading the next due time failed: {}", e.what());
       }
@@ -148,7 +157,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       bool ready = true;
       if (!r->cfg.credentials.empty()) {
         if (!credentials) {
-          v = {outcome_kind::retry, {}, "credentials \"" + r->cfg.credentials + "\" not configured"};
+          v = {
+              outcome_kind::retry, {}, "credentials \"" + r->cfg.credentials + "\" not configured"};
           ready = false;
         } else {
           auto b = co_await credentials->bearer(r->cfg.credentials);
@@ -175,8 +185,9 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       credentials->invalidate(r->cfg.credentials, used_token);
     const route_settings settings = r ? r->settings : cfg.delivery.defaults;
     const auto now = clk.now();
-    const auto step = next_retry(v, {job.attempts, job.free_attempts, job.auth_refreshes, job.created_at},
-                                 now, settings, can_refresh, random_u64());
+    const auto step =
+        next_retry(v, {job.attempts, job.free_attempts, job.auth_refreshes, job.created_at}, now,
+                   settings, can_refresh, random_u64());
     store::job_finish f;
     f.id = job.id;
     f.attempt.started_at = started;
@@ -186,8 +197,9 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     f.attempt.outcome = std::string(to_string(v.kind));
     f.attempt.error = v.kind == outcome_kind::succeeded ? "" : v.reason;
     f.attempt.response = mask_response(result.body, stored_response_bytes);
-    f.next_state = step.to == next_step::state::queued ? "queued"
-                   : step.to == next_step::state::succeeded ? "succeeded" : "dead";
+    f.next_state = step.to == next_step::state::queued      ? "queued"
+                   : step.to == next_step::state::succeeded ? "succeeded"
+                                                            : "dead";
     f.next_attempt_at = step.to == next_step::state::queued ? step.next_attempt_at : now;
     f.counted = step.counted;
     f.auth_refresh = step.auth_refresh;
@@ -201,7 +213,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     // Logged after the commit, so a line here means the database already says so; n is the
     // attempt's number in the attempt log.
     if (n == 0)
-      spdlog::error("job {}: an attempt could not be recorded; it is delivered again after a restart", id);
+      spdlog::error(
+          "job {}: an attempt could not be recorded; it is delivered again after a restart", id);
     else if (to == next_step::state::dead)
       spdlog::warn("job {} attempt {}: dead: {}", id, n, step.reason);
     else if (to == next_step::state::succeeded)

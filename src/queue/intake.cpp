@@ -17,7 +17,8 @@ using nlohmann::json;
 bool is_token(std::string_view s) {
   if (s.empty() || s.size() > 256) return false;
   for (unsigned char c : s)
-    if (!(std::isalnum(c) || std::string_view("!#$%&'*+-.^_`|~").find(char(c)) != std::string_view::npos))
+    if (!(std::isalnum(c) ||
+          std::string_view("!#$%&'*+-.^_`|~").find(char(c)) != std::string_view::npos))
       return false;
   return true;
 }
@@ -39,8 +40,10 @@ std::optional<intake_error> check_headers(const json& req) {
   if (!h.is_object()) return bad("bad_headers", "headers must be an object of strings");
   if (h.size() > 100) return bad("bad_headers", "more than 100 headers");
   for (const auto& [name, value] : h.items()) {
-    if (!value.is_string()) return bad("bad_headers", "header " + name.substr(0, 100) + " must be a string");
-    if (!is_token(name)) return bad("bad_headers", "header name \"" + name.substr(0, 100) + "\" is not valid");
+    if (!value.is_string())
+      return bad("bad_headers", "header " + name.substr(0, 100) + " must be a string");
+    if (!is_token(name))
+      return bad("bad_headers", "header name \"" + name.substr(0, 100) + "\" is not valid");
     if (!is_header_value(value.get_ref<const std::string&>()))
       return bad("bad_headers", "header " + name + " has a control character or is too long");
   }
@@ -53,11 +56,14 @@ std::variant<std::vector<std::string>, intake_error> read_commands(const json& r
   const auto& c = req["commands"];
   if (!c.is_object()) return bad("bad_commands", "commands must be an object");
   for (const auto& [name, value] : c.items()) {
-    if (name != "json_parse") return bad("bad_commands", "unknown command \"" + name.substr(0, 100) + "\"");
+    if (name != "json_parse")
+      return bad("bad_commands", "unknown command \"" + name.substr(0, 100) + "\"");
     if (value.is_null()) continue;
-    if (!value.is_array()) return bad("bad_commands", "commands.json_parse must be a list of strings");
+    if (!value.is_array())
+      return bad("bad_commands", "commands.json_parse must be a list of strings");
     for (const auto& p : value) {
-      if (!p.is_string()) return bad("bad_commands", "commands.json_parse must be a list of strings");
+      if (!p.is_string())
+        return bad("bad_commands", "commands.json_parse must be a list of strings");
       paths.push_back(p.get<std::string>());
     }
   }
@@ -68,7 +74,8 @@ std::variant<std::vector<std::string>, intake_error> read_commands(const json& r
 }  // namespace
 
 bool takes_client_token(std::string_view location) {
-  static const RE2 create(R"(https?://[^/]+/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records(/batch_create)?([?].*)?)");
+  static const RE2 create(
+      R"(https?://[^/]+/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records(/batch_create)?([?].*)?)");
   return RE2::FullMatch(re2::StringPiece(location.data(), location.size()), create);
 }
 

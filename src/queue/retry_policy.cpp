@@ -30,8 +30,9 @@ next_step next_retry(const verdict& v, const job_progress& before, sys_time now,
       out.counted = false;
       if (!can_refresh) {
         out.to = st::dead;
-        out.reason = "access token expired or invalid and the route has no credentials to mint one (" +
-                     v.reason + ")";
+        out.reason =
+            "access token expired or invalid and the route has no credentials to mint one (" +
+            v.reason + ")";
         return out;
       }
       if (before.auth_refreshes >= max_auth_refreshes) {
@@ -54,7 +55,8 @@ next_step next_retry(const verdict& v, const job_progress& before, sys_time now,
     case outcome_kind::retry:
       if (before.attempts + 1 >= s.max_attempts) {
         out.to = st::dead;
-        out.reason = "max_attempts (" + std::to_string(s.max_attempts) + ") used up; last: " + v.reason;
+        out.reason =
+            "max_attempts (" + std::to_string(s.max_attempts) + ") used up; last: " + v.reason;
         return out;
       }
       out.next_attempt_at = now + backoff_delay(before.attempts + 1, s, jitter);

@@ -32,10 +32,10 @@ struct job_progress {
 
 struct next_step {
   enum class state { queued, succeeded, dead } to = state::queued;
-  sys_time next_attempt_at;  // when queued
-  bool counted = true;       // whether this attempt counts toward max_attempts
-  bool auth_refresh = false; // this retry is a credential refresh
-  std::string reason;        // last_error ("" on success)
+  sys_time next_attempt_at;   // when queued
+  bool counted = true;        // whether this attempt counts toward max_attempts
+  bool auth_refresh = false;  // this retry is a credential refresh
+  std::string reason;         // last_error ("" on success)
 };
 
 // `jitter` is any uniformly random 64-bit value (passed in to keep this function pure).

@@ -19,8 +19,10 @@ namespace {
 using nlohmann::json;
 
 void bind_opt(SQLite::Statement& s, int i, const std::optional<std::string>& v) {
-  if (v) s.bind(i, *v);
-  else s.bind(i);
+  if (v)
+    s.bind(i, *v);
+  else
+    s.bind(i);
 }
 
 std::optional<std::string> opt_text(const SQLite::Column& c) {
@@ -169,8 +171,10 @@ void job_store::enqueue(new_job job, sys_time now, std::function<void(enqueue_re
           SQLite::Statement q(db, "SELECT id, state FROM jobs WHERE idempotency_key = ?");
           q.bind(1, *job.idempotency_key);
           if (q.executeStep()) {
-            *result = {enqueue_result::status::existing, q.getColumn(0).getString(),
-                       q.getColumn(1).getString(), {}};
+            *result = {enqueue_result::status::existing,
+                       q.getColumn(0).getString(),
+                       q.getColumn(1).getString(),
+                       {}};
             return;
           }
         }
@@ -178,7 +182,8 @@ void job_store::enqueue(new_job job, sys_time now, std::function<void(enqueue_re
           result->what = enqueue_result::status::full;
           return;
         }
-        SQLite::Statement ins(db,
+        SQLite::Statement ins(
+            db,
             "INSERT INTO jobs (id, state, route, method, location, request, idempotency_key, "
             "client_token, resource_key, next_attempt_at, created_at, updated_at) "
             "VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)");
@@ -255,21 +260,35 @@ void job_store::finish(job_finish f, sys_time now, std::function<void(int)> done
   writer_->submit(
       [this, f = std::move(f), now, finished](SQLite::Database& db) {
         const auto& a = f.attempt;
-        SQLite::Statement ins(db,
+        SQLite::Statement ins(
+            db,
             "INSERT INTO attempts (job_id, n, started_at, duration_ms, http_status, feishu_code, "
             "outcome, error, response) VALUES (?1, (SELECT coalesce(max(n), 0) + 1 FROM attempts "
             "WHERE job_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING n");
         ins.bind(1, f.id);
         ins.bind(2, to_iso8601(a.started_at));
         ins.bind(3, std::int64_t(a.duration.count()));
-        if (a.http_status) ins.bind(4, *a.http_status); else ins.bind(4);
-        if (a.feishu_code) ins.bind(5, *a.feishu_code); else ins.bind(5);
+        if (a.http_status)
+          ins.bind(4, *a.http_status);
+        else
+          ins.bind(4);
+        if (a.feishu_code)
+          ins.bind(5, *a.feishu_code);
+        else
+          ins.bind(5);
         ins.bind(6, a.outcome);
-        if (a.error.empty()) ins.bind(7); else ins.bind(7, a.error);
-        if (a.response.empty()) ins.bind(8); else ins.bind(8, a.response);
+        if (a.error.empty())
+          ins.bind(7);
+        else
+          ins.bind(7, a.error);
+        if (a.response.empty())
+          ins.bind(8);
+        else
+          ins.bind(8, a.response);
         const int n = ins.executeStep() ? ins.getColumn(0).getInt() : 0;
         const bool final_state = f.next_state != "queued";
-        SQLite::Statement up(db,
+        SQLite::Statement up(
+            db,
             "UPDATE jobs SET state = ?2, lease_until = NULL, next_attempt_at = ?3, "
             "attempts = attempts + ?4, free_attempts = free_attempts + ?5, "
             "auth_refreshes = auth_refreshes + ?6, updated_at = ?7, finished_at = ?8, "
@@ -282,14 +301,27 @@ void job_store::finish(job_finish f, sys_time now, std::function<void(int)> done
         up.bind(5, f.counted ? 0 : 1);
         up.bind(6, f.auth_refresh ? 1 : 0);
         up.bind(7, to_iso8601(now));
-        if (final_state) up.bind(8, to_iso8601(now)); else up.bind(8);
-        if (a.http_status) up.bind(9, *a.http_status); else up.bind(9);
-        if (f.last_error.empty()) up.bind(10); else up.bind(10, f.last_error);
-        if (a.response.empty()) up.bind(11); else up.bind(11, a.response);
+        if (final_state)
+          up.bind(8, to_iso8601(now));
+        else
+          up.bind(8);
+        if (a.http_status)
+          up.bind(9, *a.http_status);
+        else
+          up.bind(9);
+        if (f.last_error.empty())
+          up.bind(10);
+        else
+          up.bind(10, f.last_error);
+        if (a.response.empty())
+          up.bind(11);
+        else
+          up.bind(11, a.response);
         const bool changed = up.exec() == 1;
         if (changed && final_state) --active_;
         if (f.resource_key && f.key_min_gap.count() > 0) {
-          SQLite::Statement gap(db,
+          SQLite::Statement gap(
+              db,
               "INSERT INTO key_gaps (resource_key, not_before) VALUES (?1, ?2) "
               "ON CONFLICT (resource_key) DO UPDATE SET not_before = excluded.not_before");
           gap.bind(1, *f.resource_key);
@@ -308,8 +340,8 @@ int job_store::requeue_delivering(sys_time now) {
   int n = 0;
   writer_->run_sync([&](SQLite::Database& db) {
     SQLite::Statement q(db,
-        "UPDATE jobs SET state = 'queued', lease_until = NULL, updated_at = ?1 "
-        "WHERE state = 'delivering'");
+                        "UPDATE jobs SET state = 'queued', lease_until = NULL, updated_at = ?1 "
+                        "WHERE state = 'delivering'");
     q.bind(1, to_iso8601(now));
     n = q.exec();
   });
@@ -319,7 +351,8 @@ int job_store::requeue_delivering(sys_time now) {
 bool job_store::retry(const std::string& id, sys_time now) {
   bool ok = false;
   writer_->run_sync([&](SQLite::Database& db) {
-    SQLite::Statement q(db,
+    SQLite::Statement q(
+        db,
         "UPDATE jobs SET state = 'queued', attempts = 0, free_attempts = 0, auth_refreshes = 0, "
         "next_attempt_at = ?2, created_at = created_at, updated_at = ?2, finished_at = NULL "
         "WHERE id = ?1 AND state IN ('dead', 'cancelled')");
@@ -334,7 +367,8 @@ bool job_store::retry(const std::string& id, sys_time now) {
 int job_store::retry_dead(sys_time now) {
   int n = 0;
   writer_->run_sync([&](SQLite::Database& db) {
-    SQLite::Statement q(db,
+    SQLite::Statement q(
+        db,
         "UPDATE jobs SET state = 'queued', attempts = 0, free_attempts = 0, auth_refreshes = 0, "
         "next_attempt_at = ?1, updated_at = ?1, finished_at = NULL WHERE state = 'dead'");
     q.bind(1, to_iso8601(now));
@@ -348,8 +382,8 @@ bool job_store::cancel(const std::string& id, sys_time now) {
   bool ok = false;
   writer_->run_sync([&](SQLite::Database& db) {
     SQLite::Statement q(db,
-        "UPDATE jobs SET state = 'cancelled', lease_until = NULL, updated_at = ?2, "
-        "finished_at = ?2 WHERE id = ?1 AND state IN ('queued', 'delivering')");
+                        "UPDATE jobs SET state = 'cancelled', lease_until = NULL, updated_at = ?2, "
+                        "finished_at = ?2 WHERE id = ?1 AND state IN ('queued', 'delivering')");
     q.bind(1, id);
     q.bind(2, to_iso8601(now));
     ok = q.exec() == 1;
@@ -362,8 +396,8 @@ int job_store::purge_finished_before(sys_time cutoff) {
   int n = 0;
   writer_->run_sync([&](SQLite::Database& db) {
     SQLite::Statement q(db,
-        "DELETE FROM jobs WHERE state IN ('succeeded', 'dead', 'cancelled') AND "
-        "coalesce(finished_at, updated_at) < ?1");
+                        "DELETE FROM jobs WHERE state IN ('succeeded', 'dead', 'cancelled') AND "
+                        "coalesce(finished_at, updated_at) < ?1");
     q.bind(1, to_iso8601(cutoff));
     n = q.exec();
   });
@@ -377,7 +411,8 @@ std::optional<json> job_store::job(const std::string& id, bool with_attempts) {
   if (!q.executeStep()) return std::nullopt;
   json j = job_row(q, true);
   if (with_attempts) {
-    SQLite::Statement a(*reader_,
+    SQLite::Statement a(
+        *reader_,
         "SELECT n, started_at, duration_ms, http_status, feishu_code, outcome, error, response "
         "FROM attempts WHERE job_id = ? ORDER BY n");
     a.bind(1, id);
@@ -402,9 +437,11 @@ json job_store::list(const std::string& state, int limit) {
 
 std::optional<sys_time> job_store::next_wakeup(sys_time now) {
   std::lock_guard lock(read_mutex_);
-  SQLite::Statement q(*reader_,
+  SQLite::Statement q(
+      *reader_,
       "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM jobs INDEXED BY jobs_due "
-      "WHERE state = 'queued' AND next_attempt_at > ?1 UNION ALL SELECT min(not_before) FROM key_gaps "
+      "WHERE state = 'queued' AND next_attempt_at > ?1 UNION ALL SELECT min(not_before) FROM "
+      "key_gaps "
       "WHERE not_before > ?1)");
   q.bind(1, to_iso8601(now));
   if (!q.executeStep() || q.getColumn(0).isNull()) return std::nullopt;

@@ -109,8 +109,8 @@ class job_store {
   nlohmann::json list(const std::string& state, int limit);
   // The earliest time something may become claimable after `now` (next due job or key gap).
   std::optional<sys_time> next_wakeup(sys_time now);
-  nlohmann::json counts();  // {"queued": n, ...}
-  bool writable();          // the writer commits a no-op transaction
+  nlohmann::json counts();                                // {"queued": n, ...}
+  bool writable();                                        // the writer commits a no-op transaction
   std::int64_t active() const { return active_.load(); }  // queued + delivering
   std::size_t batches() const;
 

@@ -19,7 +19,8 @@ int migrate(SQLite::Database& db, const std::string& now_iso) {
     if (m.version <= have) continue;
     SQLite::Transaction tx(db, SQLite::TransactionBehavior::IMMEDIATE);
     db.exec(m.sql);
-    SQLite::Statement rec(db, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)");
+    SQLite::Statement rec(
+        db, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)");
     rec.bind(1, m.version);
     rec.bind(2, m.name);
     rec.bind(3, now_iso);

@@ -37,8 +37,10 @@ void writer::run_sync(work_fn work) {
   std::promise<void> p;
   auto f = p.get_future();
   submit(std::move(work), [&p](std::exception_ptr e) {
-    if (e) p.set_exception(e);
-    else p.set_value();
+    if (e)
+      p.set_exception(e);
+    else
+      p.set_value();
   });
   f.get();
 }

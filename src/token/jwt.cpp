@@ -16,11 +16,13 @@ std::optional<rsa_private_key> rsa_private_key::from_pem(std::string_view pem, s
     return std::nullopt;
   };
   if (pem.empty()) return fail("no private key given");
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), int(pem.size())), BIO_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), int(pem.size())),
+                                                BIO_free);
   if (!bio) return fail("cannot read the private key");
   // PEM_read_bio_PrivateKey reads PKCS#8 and traditional PKCS#1 RSA keys alike. A passphrase
   // callback that refuses keeps an encrypted key from prompting on the terminal.
-  EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
+  EVP_PKEY* raw = PEM_read_bio_PrivateKey(
+      bio.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
   if (!raw) return fail("the private key is not a readable, unencrypted PEM key");
   rsa_private_key k;
   k.key_.reset(raw, EVP_PKEY_free);
@@ -49,8 +51,9 @@ std::optional<std::string> rsa_private_key::sign_rs256(std::string_view data) co
 
 std::string base64url(std::string_view bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()), int(bytes.size()));
+  const int n =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(bytes.data()), int(bytes.size()));
   out.resize(std::size_t(n));
   while (!out.empty() && out.back() == '=') out.pop_back();
   for (auto& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
@@ -72,10 +75,12 @@ std::optional<std::string> base64url_decode(std::string_view text) {
 }
 
 std::optional<std::string> mint_jwt(const rsa_private_key& key, const jwt_claims& c) {
-  const auto iat = std::chrono::duration_cast<std::chrono::seconds>(c.issued_at.time_since_epoch()).count();
+  const auto iat =
+      std::chrono::duration_cast<std::chrono::seconds>(c.issued_at.time_since_epoch()).count();
   const auto exp = iat + std::chrono::duration_cast<std::chrono::seconds>(c.ttl).count();
   const nlohmann::json header = {{"alg", "RS256"}, {"typ", "JWT"}, {"kid", c.kid}};
-  const nlohmann::json claims = {{"iss", c.iss}, {"aud", c.aud}, {"iat", iat}, {"exp", exp}, {"jti", c.jti}};
+  const nlohmann::json claims = {
+      {"iss", c.iss}, {"aud", c.aud}, {"iat", iat}, {"exp", exp}, {"jti", c.jti}};
   const std::string signing_input = base64url(header.dump()) + "." + base64url(claims.dump());
   auto sig = key.sign_rs256(signing_input);
   if (!sig) return std::nullopt;

@@ -1,15 +1,15 @@
 #include "token/token_service.h"
 
 #include <openssl/crypto.h>
+#include <spdlog/spdlog.h>
 
 #include <boost/url/parse.hpp>
-#include <spdlog/spdlog.h>
 
 #include "http/client.h"
 #include "http/server.h"
+#include "queue/json_path.h"
 #include "util/await.h"
 #include "util/log.h"
-#include "queue/json_path.h"
 #include "util/random.h"
 
 namespace resendd {
@@ -30,8 +30,9 @@ token_grant failure(int status, std::string error, json body = nullptr) {
   token_grant g;
   g.status = status;
   g.error = std::move(error);
-  g.body = body.is_null() ? json{{"error", g.error}, {"code", status == 502 ? "upstream_error" : "internal"}}
-                          : std::move(body);
+  g.body = body.is_null()
+               ? json{{"error", g.error}, {"code", status == 502 ? "upstream_error" : "internal"}}
+               : std::move(body);
   return g;
 }
 
@@ -69,7 +70,8 @@ std::uint64_t token_service::exchanges() const {
 token_service::lookup token_service::begin(const std::string& key) {
   std::lock_guard lock(mutex_);
   if (auto it = cache_.find(key); it != cache_.end()) {
-    if (it->second.expires_at - clk_.now() >= refresh_margin(it->second)) return {it->second, nullptr, false};
+    if (it->second.expires_at - clk_.now() >= refresh_margin(it->second))
+      return {it->second, nullptr, false};
     cache_.erase(it);
   }
   auto& slot = flights_[key];
@@ -107,7 +109,8 @@ asio::awaitable<token_grant> token_service::join(std::shared_ptr<flight> f) {
 }
 
 asio::awaitable<token_grant> token_service::coze_token(std::string kid, int duration_seconds) {
-  const std::string key = "coze\n" + kid + "\n" + cfg_.coze.app_id + "\n" + std::to_string(duration_seconds);
+  const std::string key =
+      "coze\n" + kid + "\n" + cfg_.coze.app_id + "\n" + std::to_string(duration_seconds);
   auto l = begin(key);
   if (l.hit) co_return *l.hit;
   if (!l.leader) co_return co_await join(l.exchange);
@@ -139,26 +142,34 @@ asio::awaitable<token_grant> token_service::feishu_tenant_token() {
 asio::awaitable<token_grant> token_service::exchange_coze(std::string kid, int duration_seconds) {
   if (!key_) co_return failure(500, "no Coze private key configured");
   const auto now = clk_.now();
-  jwt_claims c{kid, cfg_.coze.app_id, host_of(cfg_.coze.token_url), now, millis{3'600'000}, uuid_v4()};
+  jwt_claims c{kid, cfg_.coze.app_id,  host_of(cfg_.coze.token_url),
+               now, millis{3'600'000}, uuid_v4()};
   auto jwt = mint_jwt(*key_, c);
   if (!jwt) co_return failure(500, "signing the JWT failed");
   outbound_request req;
   req.url = cfg_.coze.token_url;
   req.headers = {{"Authorization", "Bearer " + *jwt}, {"Content-Type", "application/json"}};
   req.body = json{{"grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"},
-                  {"duration_seconds", duration_seconds}}.dump();
+                  {"duration_seconds", duration_seconds}}
+                 .dump();
   req.timeout = exchange_timeout;
   req.allow_private = true;  // the token URL is the operator's configuration, not request input
   auto r = co_await client_.send(std::move(req));
   if (!r.answered()) co_return failure(502, "Coze token endpoint: " + r.error);
   auto body = json::parse(r.body, nullptr, false);
   if (r.status < 200 || r.status >= 300) {
-    if (body.is_discarded()) body = {{"error", "Coze answered HTTP " + std::to_string(r.status)}, {"code", "upstream_error"}};
-    const std::string code = body.is_object() && body.contains("error_code") ? body["error_code"].dump() : "";
-    co_return failure(502, "Coze refused the token exchange: HTTP " + std::to_string(r.status) + " " + code, body);
+    if (body.is_discarded())
+      body = {{"error", "Coze answered HTTP " + std::to_string(r.status)},
+              {"code", "upstream_error"}};
+    const std::string code =
+        body.is_object() && body.contains("error_code") ? body["error_code"].dump() : "";
+    co_return failure(
+        502, "Coze refused the token exchange: HTTP " + std::to_string(r.status) + " " + code,
+        body);
   }
   if (body.is_discarded() || !body.is_object() || !body.contains("access_token") ||
-      !body["access_token"].is_string() || !body.contains("expires_in") || !body["expires_in"].is_number())
+      !body["access_token"].is_string() || !body.contains("expires_in") ||
+      !body["expires_in"].is_number())
     co_return failure(502, "Coze answered without access_token/expires_in");
   token_grant g;
   g.body = body;
@@ -166,7 +177,8 @@ asio::awaitable<token_grant> token_service::exchange_coze(std::string kid, int d
   g.obtained_at = clk_.now();
   // expires_in is an absolute Unix time in seconds (all official SDKs read it so).
   g.expires_at = sys_time{std::chrono::seconds{body["expires_in"].get<std::int64_t>()}};
-  spdlog::info("coze: exchanged a JWT for an access token (kid {}, expires {})", kid, to_iso8601(g.expires_at));
+  spdlog::info("coze: exchanged a JWT for an access token (kid {}, expires {})", kid,
+               to_iso8601(g.expires_at));
   co_return g;
 }
 
@@ -185,25 +197,28 @@ asio::awaitable<token_grant> token_service::exchange_feishu() {
       !body.contains("expire") || !body["expire"].is_number_integer()) {
     std::string what = "HTTP " + std::to_string(r.status);
     if (body.is_object() && body.contains("code")) what += ", code " + body["code"].dump();
-    if (body.is_object() && body.contains("msg") && body["msg"].is_string()) what += ": " + body["msg"].get<std::string>();
+    if (body.is_object() && body.contains("msg") && body["msg"].is_string())
+      what += ": " + body["msg"].get<std::string>();
     co_return failure(502, "Feishu refused the tenant token request: " + what);
   }
   token_grant g;
   g.token = body["tenant_access_token"].get<std::string>();
   g.obtained_at = clk_.now();
-  g.expires_at = g.obtained_at + std::chrono::seconds{body["expire"].get<std::int64_t>()};  // a duration
+  g.expires_at =
+      g.obtained_at + std::chrono::seconds{body["expire"].get<std::int64_t>()};  // a duration
   spdlog::info("feishu: minted a tenant access token (expires {})", to_iso8601(g.expires_at));
   co_return g;
 }
 
 asio::awaitable<bearer_result> token_service::bearer(std::string_view kind) {
   token_grant g;
-  if (kind == "feishu_tenant" && feishu_configured()) g = co_await feishu_tenant_token();
+  if (kind == "feishu_tenant" && feishu_configured())
+    g = co_await feishu_tenant_token();
   else if (kind == "coze" && coze_configured()) {
     const std::string kid = cfg_.coze.public_key_id;
     g = co_await coze_token(kid, coze_route_token_seconds);
-  }
-  else co_return bearer_result{{}, "credentials \"" + std::string(kind) + "\" are not configured"};
+  } else
+    co_return bearer_result{{}, "credentials \"" + std::string(kind) + "\" are not configured"};
   if (g.status != 0) co_return bearer_result{{}, g.error};
   co_return bearer_result{g.token, {}};
 }
@@ -211,8 +226,11 @@ asio::awaitable<bearer_result> token_service::bearer(std::string_view kind) {
 void token_service::invalidate(std::string_view kind, const std::string& token) {
   std::lock_guard lock(mutex_);
   const std::string prefix = kind == "coze" ? "coze\n" : "feishu\n";
-  std::erase_if(cache_, [&](const auto& kv) { return kv.first.starts_with(prefix) && kv.second.token == token; });
-  spdlog::info("{}: a token was refused by the destination; the next attempt mints a new one", kind);
+  std::erase_if(cache_, [&](const auto& kv) {
+    return kv.first.starts_with(prefix) && kv.second.token == token;
+  });
+  spdlog::info("{}: a token was refused by the destination; the next attempt mints a new one",
+               kind);
 }
 
 bool token_service::can_mint(std::string_view kind) const {
@@ -224,18 +242,22 @@ token_handler token_service::handler() {
 }
 
 asio::awaitable<outgoing_response> token_service::serve(const incoming_request& req) {
-  auto body = json_depth_within(req.body) ? json::parse(req.body, nullptr, false) : json(json::value_t::discarded);
+  auto body = json_depth_within(req.body) ? json::parse(req.body, nullptr, false)
+                                          : json(json::value_t::discarded);
   if (body.is_discarded() || !body.is_object())
     co_return json_error(400, "bad_json", "body must be a JSON object");
-  if (!body.contains("public_key") || !body["public_key"].is_string() || body["public_key"].get<std::string>().empty())
+  if (!body.contains("public_key") || !body["public_key"].is_string() ||
+      body["public_key"].get<std::string>().empty())
     co_return json_error(400, "bad_request", "public_key is required (the Coze public key id)");
   if (!body.contains("coze_api_key") || !body["coze_api_key"].is_string())
     co_return json_error(400, "bad_request", "coze_api_key is required");
   int duration = default_duration_seconds;
   if (body.contains("duration_seconds") && !body["duration_seconds"].is_null()) {
-    if (!body["duration_seconds"].is_number_integer() || body["duration_seconds"].get<std::int64_t>() < 1)
+    if (!body["duration_seconds"].is_number_integer() ||
+        body["duration_seconds"].get<std::int64_t>() < 1)
       co_return json_error(400, "bad_request", "duration_seconds must be a positive integer");
-    duration = int(std::min<std::int64_t>(body["duration_seconds"].get<std::int64_t>(), default_duration_seconds));
+    duration = int(std::min<std::int64_t>(body["duration_seconds"].get<std::int64_t>(),
+                                          default_duration_seconds));
   }
   const auto given = body["coze_api_key"].get<std::string>();
   const auto& want = cfg_.coze.app_id;
@@ -252,8 +274,10 @@ asio::awaitable<outgoing_response> token_service::serve(const incoming_request& 
     r.body = g.body.dump();
     co_return r;
   }
-  r.body = json{{"access_token", g.token}, {"expires_in", g.body.value("expires_in", json(nullptr))},
-                {"token_type", g.body.value("token_type", std::string("Bearer"))}}.dump();
+  r.body = json{{"access_token", g.token},
+                {"expires_in", g.body.value("expires_in", json(nullptr))},
+                {"token_type", g.body.value("token_type", std::string("Bearer"))}}
+               .dump();
   co_return r;
 }
 

@@ -27,12 +27,12 @@ class http_client;
 
 // What an exchange produced: a token with its expiry, or an error with its HTTP answer.
 struct token_grant {
-  int status = 0;           // 0 = ok; else the HTTP status /token should answer
-  nlohmann::json body;      // Coze's JSON (ok) or the error body
-  std::string token;        // access_token
+  int status = 0;       // 0 = ok; else the HTTP status /token should answer
+  nlohmann::json body;  // Coze's JSON (ok) or the error body
+  std::string token;    // access_token
   sys_time expires_at;
   sys_time obtained_at;
-  std::string error;        // for logs; no secrets
+  std::string error;  // for logs; no secrets
 };
 
 class token_service final : public credential_source {
@@ -41,7 +41,9 @@ class token_service final : public credential_source {
   ~token_service() override;
 
   bool coze_configured() const { return key_.has_value() && !cfg_.coze.app_id.empty(); }
-  bool feishu_configured() const { return !cfg_.feishu.app_id.empty() && !cfg_.feishu.app_secret.empty(); }
+  bool feishu_configured() const {
+    return !cfg_.feishu.app_id.empty() && !cfg_.feishu.app_secret.empty();
+  }
   // The POST /token handler (seed-compatible request and answers).
   token_handler handler();
 

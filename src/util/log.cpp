@@ -26,8 +26,10 @@ std::string mask_secret(std::string_view secret) {
     secret.remove_prefix(sp + 1);
   }
   std::string out(scheme);
-  if (secret.size() >= 16) out.append(secret.substr(0, 4)).append("…");
-  else out.append("***");
+  if (secret.size() >= 16)
+    out.append(secret.substr(0, 4)).append("…");
+  else
+    out.append("***");
   out.append("(" + std::to_string(secret.size()) + " chars)");
   return out;
 }
@@ -35,8 +37,8 @@ std::string mask_secret(std::string_view secret) {
 bool is_secret_header(std::string_view name) {
   std::string n(name);
   std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return std::tolower(c); });
-  return n == "authorization" || n == "proxy-authorization" || n == "cookie" ||
-         n == "x-api-key" || n == "x-auth-token" || n.find("token") != std::string::npos ||
+  return n == "authorization" || n == "proxy-authorization" || n == "cookie" || n == "x-api-key" ||
+         n == "x-auth-token" || n.find("token") != std::string::npos ||
          n.find("secret") != std::string::npos;
 }
 
@@ -52,12 +54,16 @@ void mask_values(nlohmann::json& j) {
   if (j.is_object()) {
     for (auto& [k, v] : j.items()) {
       std::string key = k;
-      std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
-      const bool secret = key != "client_token" &&
-                          (key.find("token") != std::string::npos || key.find("secret") != std::string::npos ||
-                           key.find("password") != std::string::npos || key == "authorization");
-      if (secret && v.is_string()) v = mask_secret(v.get<std::string>());
-      else mask_values(v);
+      std::transform(key.begin(), key.end(), key.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      const bool secret =
+          key != "client_token" &&
+          (key.find("token") != std::string::npos || key.find("secret") != std::string::npos ||
+           key.find("password") != std::string::npos || key == "authorization");
+      if (secret && v.is_string())
+        v = mask_secret(v.get<std::string>());
+      else
+        mask_values(v);
     }
   } else if (j.is_array()) {
     for (auto& v : j) mask_values(v);

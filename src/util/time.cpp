@@ -58,12 +58,18 @@ std::optional<millis> parse_duration(std::string_view s) {
   if (r.ec != std::errc{} || r.ptr == s.data() || n < 0) return std::nullopt;
   const std::string_view unit{r.ptr, std::size_t(s.data() + s.size() - r.ptr)};
   std::int64_t scale;
-  if (unit == "ms") scale = 1;
-  else if (unit == "s") scale = 1000;
-  else if (unit == "m") scale = 60'000;
-  else if (unit == "h") scale = 3'600'000;
-  else if (unit == "d") scale = 86'400'000;
-  else return std::nullopt;
+  if (unit == "ms")
+    scale = 1;
+  else if (unit == "s")
+    scale = 1000;
+  else if (unit == "m")
+    scale = 60'000;
+  else if (unit == "h")
+    scale = 3'600'000;
+  else if (unit == "d")
+    scale = 86'400'000;
+  else
+    return std::nullopt;
   if (n > INT64_MAX / scale / 1000) return std::nullopt;  // far beyond any sane duration
   return millis{n * scale};
 }
@@ -71,7 +77,10 @@ std::optional<millis> parse_duration(std::string_view s) {
 std::string format_duration(millis d) {
   const std::int64_t ms = d.count();
   if (ms == 0) return "0s";
-  struct unit { std::int64_t scale; const char* name; };
+  struct unit {
+    std::int64_t scale;
+    const char* name;
+  };
   for (auto u : {unit{86'400'000, "d"}, unit{3'600'000, "h"}, unit{60'000, "m"}, unit{1000, "s"}})
     if (ms % u.scale == 0) return std::to_string(ms / u.scale) + u.name;
   return std::to_string(ms) + "ms";

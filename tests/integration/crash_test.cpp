@@ -21,7 +21,8 @@ TEST(Crash, Kill9ThenRestartDeliversEveryAcceptedJob) {
     const auto marker = json::parse(r.body)["records"][0]["fields"]["备注"].get<std::string>();
     std::unique_lock lock(m);
     // Until the gate opens, hold every request: these are the deliveries "in flight".
-    if (!cv.wait_for(lock, std::chrono::seconds(60), [&] { return open_gate; })) return fake_reply{503, "held"};
+    if (!cv.wait_for(lock, std::chrono::seconds(60), [&] { return open_gate; }))
+      return fake_reply{503, "held"};
     delivered.insert(marker);
     return fake_reply{};
   });

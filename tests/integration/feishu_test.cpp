@@ -30,9 +30,12 @@ TEST(Feishu, TooManyRequestsTwiceThenSuccessCostsOneAttempt) {
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 3: succeeded")) << d.log();
   EXPECT_EQ(feishu.rows("app/t1"), 1u);
   EXPECT_EQ(feishu.table_rows("app/t1")[0]["备注"], "taxi");
-  const auto row = sql_rows(d.db_path(), "select state, attempts, free_attempts from jobs where id = '" + id + "'");
+  const auto row = sql_rows(
+      d.db_path(), "select state, attempts, free_attempts from jobs where id = '" + id + "'");
   EXPECT_EQ(row[0], (std::vector<std::string>{"succeeded", "1", "2"}));
-  const auto tries = sql_rows(d.db_path(), "select http_status, feishu_code, outcome from attempts where job_id = '" + id + "' order by n");
+  const auto tries = sql_rows(
+      d.db_path(), "select http_status, feishu_code, outcome from attempts where job_id = '" + id +
+                       "' order by n");
   ASSERT_EQ(tries.size(), 3u);
   EXPECT_EQ(tries[0], (std::vector<std::string>{"200", "1254290", "rate_limited"}));
   EXPECT_EQ(tries[2], (std::vector<std::string>{"200", "0", "succeeded"}));
@@ -45,7 +48,10 @@ TEST(Feishu, HttpOkWithBadFieldCodeIsDeadWithTheResponseKept) {
   daemon_process d(dir, feishu_config());
   const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
-  const auto row = sql_rows(d.db_path(), "select state, attempts, last_status, last_error, last_response from jobs where id = '" + id + "'");
+  const auto row = sql_rows(
+      d.db_path(),
+      "select state, attempts, last_status, last_error, last_response from jobs where id = '" + id +
+          "'");
   EXPECT_EQ(row[0][0], "dead");
   EXPECT_EQ(row[0][1], "1");
   EXPECT_EQ(row[0][2], "200");
@@ -59,16 +65,20 @@ TEST(Feishu, GatewayRateLimitsHonourTheResetHeaderAndCostNoAttempt) {
   temp_dir dir;
   fake_feishu feishu;
   for (int i = 0; i < 3; ++i)
-    feishu.script("app/t1", {429, {{"code", 99991400}, {"msg", "request trigger frequency limit"}},
+    feishu.script("app/t1", {429,
+                             {{"code", 99991400}, {"msg", "request trigger frequency limit"}},
                              {{"x-ogw-ratelimit-reset", "1"}}});
   daemon_process d(dir, feishu_config("max_attempts = 2"));
   const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
-  ASSERT_TRUE(d.wait_log("job " + id + " attempt 4: succeeded", std::chrono::seconds(30))) << d.log();
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 4: succeeded", std::chrono::seconds(30)))
+      << d.log();
   EXPECT_EQ(feishu.rows("app/t1"), 1u);
   // Each retry waited at least the advertised second.
-  const auto starts = sql_rows(d.db_path(),
+  const auto starts = sql_rows(
+      d.db_path(),
       "select (julianday(b.started_at) - julianday(a.started_at)) * 86400000 from attempts a "
-      "join attempts b on b.job_id = a.job_id and b.n = a.n + 1 where a.job_id = '" + id + "'");
+      "join attempts b on b.job_id = a.job_id and b.n = a.n + 1 where a.job_id = '" +
+          id + "'");
   ASSERT_EQ(starts.size(), 3u);
   for (const auto& gap : starts) EXPECT_GE(std::stod(gap[0]), 999.0);
   EXPECT_EQ(sql_value(d.db_path(), "select attempts from jobs where id = '" + id + "'"), "1");
@@ -97,7 +107,8 @@ TEST(Feishu, BotsOwnClientTokenIsKept) {
   fake_feishu feishu;
   daemon_process d(dir, feishu_config());
   const std::string mine = "2f1c3a4b-5d6e-4f70-8a9b-0c1d2e3f4a5b";
-  const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1") + "?client_token=" + mine)));
+  const auto id =
+      job_id(post_resend(d, resend_body(feishu.url("app", "t1") + "?client_token=" + mine)));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
   EXPECT_EQ(client_token_of(feishu.server().requests()[0]), mine);
 }
@@ -109,7 +120,8 @@ TEST(Feishu, ClientTokenConflictNeedsReconciliation) {
   daemon_process d(dir, feishu_config());
   const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
-  EXPECT_NE(sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'").find("needs reconciliation"),
+  EXPECT_NE(sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'")
+                .find("needs reconciliation"),
             std::string::npos);
 }
 
@@ -118,17 +130,25 @@ TEST(Feishu, BurstToOneTableIsSerializedWhileAnotherTableProceeds) {
   fake_feishu feishu(/*hold_ms=*/40);
   daemon_process d(dir, feishu_config());
   std::vector<std::string> ids;
-  for (int i = 0; i < 20; ++i) ids.push_back(job_id(post_resend(d, resend_body(feishu.url("app", "busy"), "a" + std::to_string(i)))));
-  for (int i = 0; i < 5; ++i) ids.push_back(job_id(post_resend(d, resend_body(feishu.url("app", "other"), "b" + std::to_string(i)))));
+  for (int i = 0; i < 20; ++i)
+    ids.push_back(
+        job_id(post_resend(d, resend_body(feishu.url("app", "busy"), "a" + std::to_string(i)))));
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(
+        job_id(post_resend(d, resend_body(feishu.url("app", "other"), "b" + std::to_string(i)))));
   ASSERT_TRUE(d.wait_log_count(": succeeded", ids.size(), std::chrono::seconds(60))) << d.log();
   EXPECT_EQ(feishu.overlaps(), 0);  // never two writes at once on one table
   EXPECT_EQ(feishu.rows("app/busy"), 20u);
   EXPECT_EQ(feishu.rows("app/other"), 5u);
   EXPECT_GE(feishu.max_in_flight_total(), 2);  // the other table was written alongside
-  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs where state = 'succeeded' and attempts = 1"), "25");
+  EXPECT_EQ(sql_value(d.db_path(),
+                      "select count(*) from jobs where state = 'succeeded' and attempts = 1"),
+            "25");
   // The other table's jobs did not wait for the busy table's queue to drain.
-  const auto last_other = sql_value(d.db_path(), "select max(finished_at) from jobs where resource_key = 'bitable:app/other'");
-  const auto last_busy = sql_value(d.db_path(), "select max(finished_at) from jobs where resource_key = 'bitable:app/busy'");
+  const auto last_other = sql_value(
+      d.db_path(), "select max(finished_at) from jobs where resource_key = 'bitable:app/other'");
+  const auto last_busy = sql_value(
+      d.db_path(), "select max(finished_at) from jobs where resource_key = 'bitable:app/busy'");
   EXPECT_LT(last_other, last_busy);
 }
 
@@ -137,9 +157,12 @@ TEST(Feishu, WithoutSerializationTheFakeSeesOverlaps) {
   temp_dir dir;
   fake_feishu feishu(/*hold_ms=*/40);
   daemon_process d(dir, feishu_config("key_concurrency = 8"));
-  for (int i = 0; i < 8; ++i) post_resend(d, resend_body(feishu.url("app", "busy"), "a" + std::to_string(i)));
+  for (int i = 0; i < 8; ++i)
+    post_resend(d, resend_body(feishu.url("app", "busy"), "a" + std::to_string(i)));
   ASSERT_TRUE(d.wait_log_count(": succeeded", 8, std::chrono::seconds(60))) << d.log();
   EXPECT_GT(feishu.overlaps(), 0);
-  EXPECT_GT(std::stoi(sql_value(d.db_path(), "select count(*) from attempts where feishu_code = 1254291")), 0);
+  EXPECT_GT(std::stoi(sql_value(d.db_path(),
+                                "select count(*) from attempts where feishu_code = 1254291")),
+            0);
   EXPECT_EQ(feishu.rows("app/busy"), 8u);
 }

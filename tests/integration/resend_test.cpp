@@ -1,16 +1,15 @@
 // The /resend → delivery loop against the real binary and fake destinations on 127.0.0.1.
 #include <gtest/gtest.h>
-
 #include <signal.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <condition_variable>
+#include <mutex>
 
 #include "support/harness.h"
 
@@ -40,7 +39,8 @@ TEST(Resend, AcceptedJobIsCommittedAndDeliveredWithFieldsAsObject) {
   EXPECT_EQ(body["records"][0]["fields"]["备注"], "lunch");
 
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
-  const auto row = sql_rows(d.db_path(), "select state, attempts, last_error from jobs where id = '" + id + "'");
+  const auto row =
+      sql_rows(d.db_path(), "select state, attempts, last_error from jobs where id = '" + id + "'");
   EXPECT_EQ(row[0], (std::vector<std::string>{"succeeded", "1", "NULL"}));
   EXPECT_EQ(d.log().find("t-secret-token-value-123456"), std::string::npos);
 }
@@ -58,7 +58,9 @@ TEST(Resend, RetriesThrough503sThenSucceeds) {
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 3: succeeded")) << d.log();
   EXPECT_EQ(dest.count(), 3u);
   EXPECT_EQ(sql_value(d.db_path(), "select attempts from jobs where id = '" + id + "'"), "3");
-  const auto tries = sql_rows(d.db_path(), "select n, http_status, outcome from attempts where job_id = '" + id + "' order by n");
+  const auto tries =
+      sql_rows(d.db_path(), "select n, http_status, outcome from attempts where job_id = '" + id +
+                                "' order by n");
   ASSERT_EQ(tries.size(), 3u);
   EXPECT_EQ(tries[0], (std::vector<std::string>{"1", "503", "retry"}));
   EXPECT_EQ(tries[2], (std::vector<std::string>{"3", "200", "succeeded"}));
@@ -70,7 +72,10 @@ TEST(Resend, ClientErrorIsDeadAfterOneTry) {
   daemon_process d(dir, local_config());
   const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
-  const auto row = sql_rows(d.db_path(), "select state, attempts, last_status, last_error, last_response from jobs where id = '" + id + "'");
+  const auto row = sql_rows(
+      d.db_path(),
+      "select state, attempts, last_status, last_error, last_response from jobs where id = '" + id +
+          "'");
   EXPECT_EQ(row[0][0], "dead");
   EXPECT_EQ(row[0][1], "1");
   EXPECT_EQ(row[0][2], "400");
@@ -86,7 +91,8 @@ TEST(Resend, Always500IsDeadAfterMaxAttempts) {
   const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 4: dead")) << d.log();
   EXPECT_EQ(dest.count(), 4u);
-  const auto row = sql_rows(d.db_path(), "select state, attempts, last_error from jobs where id = '" + id + "'");
+  const auto row =
+      sql_rows(d.db_path(), "select state, attempts, last_error from jobs where id = '" + id + "'");
   EXPECT_EQ(row[0][0], "dead");
   EXPECT_EQ(row[0][1], "4");
   EXPECT_NE(row[0][2].find("max_attempts (4) used up"), std::string::npos);
@@ -96,7 +102,11 @@ TEST(Resend, BadInputGetsItsOwnErrorAndQueuesNothing) {
   temp_dir dir;
   daemon_process d(dir, local_config());
   const std::string loc = "http://127.0.0.1:1/x";
-  struct c { std::string body; int status; std::string code; };
+  struct c {
+    std::string body;
+    int status;
+    std::string code;
+  };
   const std::vector<c> cases = {
       {"not json", 400, "bad_json"},
       {"[1,2]", 400, "bad_json"},
@@ -105,7 +115,11 @@ TEST(Resend, BadInputGetsItsOwnErrorAndQueuesNothing) {
       {json{{"location", loc}, {"headers", {{"a", 1}}}}.dump(), 400, "bad_headers"},
       {json{{"location", loc}, {"commands", {{"json_parse", "x"}}}}.dump(), 400, "bad_commands"},
       {json{{"location", loc}, {"commands", {{"json_parse", {"$$"}}}}}.dump(), 400, "bad_path"},
-      {json{{"location", loc}, {"params", {{"f", 1}}}, {"commands", {{"json_parse", {"$.params.f"}}}}}.dump(), 400, "bad_path"},
+      {json{{"location", loc},
+            {"params", {{"f", 1}}},
+            {"commands", {{"json_parse", {"$.params.f"}}}}}
+           .dump(),
+       400, "bad_path"},
       {json{{"location", "https://example.com/"}}.dump(), 403, "no_route"},
       {std::string(2 << 20, ' '), 413, "too_large"},
   };
@@ -160,7 +174,8 @@ TEST(Resend, AdminApiShowsJobsWithSecretsMasked) {
   EXPECT_EQ(j["state"], "dead");
   EXPECT_EQ(j["attempt_log"].size(), 1u);
   EXPECT_EQ(http_call(d.port(), "GET", "/jobs?state=dead").status, 200);
-  EXPECT_EQ(json::parse(http_call(d.port(), "GET", "/jobs?state=dead&limit=5").body)["jobs"].size(), 1u);
+  EXPECT_EQ(json::parse(http_call(d.port(), "GET", "/jobs?state=dead&limit=5").body)["jobs"].size(),
+            1u);
   EXPECT_EQ(http_call(d.port(), "GET", "/jobs/nope").status, 404);
   // Retry by hand: it is delivered (and dies) once more.
   EXPECT_EQ(http_call(d.port(), "POST", "/jobs/" + id + "/retry").status, 200);
@@ -177,9 +192,14 @@ TEST(Resend, ApiTokensGuardResendAndJobs) {
                    {{"RESENDD_API_TOKENS", "sekrit-token-0123456789"}});
   const auto body = resend_body("http://127.0.0.1:1/x").dump();
   EXPECT_EQ(http_call(d.port(), "POST", "/resend", body).status, 401);
-  EXPECT_EQ(http_call(d.port(), "POST", "/resend", body, {{"Authorization", "Bearer wrong"}}).status, 401);
+  EXPECT_EQ(
+      http_call(d.port(), "POST", "/resend", body, {{"Authorization", "Bearer wrong"}}).status,
+      401);
   EXPECT_EQ(http_call(d.port(), "GET", "/jobs").status, 401);
-  EXPECT_EQ(http_call(d.port(), "POST", "/resend", body, {{"Authorization", "Bearer sekrit-token-0123456789"}}).status, 202);
+  EXPECT_EQ(http_call(d.port(), "POST", "/resend", body,
+                      {{"Authorization", "Bearer sekrit-token-0123456789"}})
+                .status,
+            202);
   EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
 }
 
@@ -253,7 +273,8 @@ TEST(Cli, CheckConfigMigrateAndErrors) {
   EXPECT_NE(r.output.find("delivery.max_attempts"), std::string::npos) << r.output;
   r = run_resendd(dir, {"migrate"});
   EXPECT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(sql_value(dir.file("var/resendd.db"), "select max(version) from schema_migrations"), "1");
+  EXPECT_EQ(sql_value(dir.file("var/resendd.db"), "select max(version) from schema_migrations"),
+            "1");
   r = run_resendd(dir, {"jobs", "list", "--state", "dead"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("[]"), std::string::npos);
@@ -301,8 +322,10 @@ TEST(Resend, ExpectContinueIsAnswered) {
   asio::io_context io;
   asio::ip::tcp::socket s(io);
   s.connect({asio::ip::make_address("127.0.0.1"), d.port()});
-  asio::write(s, asio::buffer("POST /resend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                              "Expect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n"));
+  asio::write(s,
+              asio::buffer("POST /resend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           "Expect: 100-continue\r\nContent-Length: " +
+                           std::to_string(body.size()) + "\r\n\r\n"));
   std::string got(64, '\0');
   got.resize(s.read_some(asio::buffer(got)));
   EXPECT_EQ(got.rfind("HTTP/1.1 100 Continue", 0), 0u) << got;

@@ -15,7 +15,8 @@ listen = "127.0.0.1:0"
 retry_base = "10ms"
 retry_cap = "20ms"
 max_attempts = 2
-ca_file = ")" + dir.file("ca.pem") + R"("
+ca_file = ")" +
+         dir.file("ca.pem") + R"("
 [[routes]]
 name = "tls"
 match = '^https://localhost:\d+/.*$'
@@ -43,7 +44,8 @@ TEST(Tls, CertificateForAnotherHostNeverReceivesTheRequest) {
   const auto id = job_id(post_resend(d, resend_body(dest.url("/secure"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: dead")) << d.log();
   EXPECT_EQ(dest.count(), 0u);
-  const auto err = sql_value(d.db_path(), "select error from attempts where job_id = '" + id + "' and n = 1");
+  const auto err =
+      sql_value(d.db_path(), "select error from attempts where job_id = '" + id + "' and n = 1");
   EXPECT_NE(err.find("TLS handshake"), std::string::npos) << err;
 }
 

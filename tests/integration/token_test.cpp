@@ -24,8 +24,9 @@ const std::string kid = "kid_test_1";
 const std::string app_id = "1150000000001";
 
 std::string token_config(const std::string& coze_url) {
-  return "[server]\nlisten = \"127.0.0.1:0\"\n[coze]\napp_id = \"" + app_id + "\"\npublic_key_id = \"" + kid +
-         "\"\ntoken_url = \"" + coze_url + "\"\n[log]\nlevel = \"debug\"\n";
+  return "[server]\nlisten = \"127.0.0.1:0\"\n[coze]\napp_id = \"" + app_id +
+         "\"\npublic_key_id = \"" + kid + "\"\ntoken_url = \"" + coze_url +
+         "\"\n[log]\nlevel = \"debug\"\n";
 }
 
 json token_request(const std::string& key = app_id) {
@@ -43,7 +44,8 @@ TEST(Token, ConcurrentCallsShareOneExchange) {
   std::vector<http_answer> answers(callers);
   std::vector<std::thread> threads;
   for (int i = 0; i < callers; ++i)
-    threads.emplace_back([&, i] { answers[i] = http_call(d.port(), "POST", "/token", token_request().dump()); });
+    threads.emplace_back(
+        [&, i] { answers[i] = http_call(d.port(), "POST", "/token", token_request().dump()); });
   // Every caller but the first joins the exchange in flight; then Coze answers.
   ASSERT_TRUE(d.wait_log_count("joined an exchange in flight", callers - 1)) << d.log();
   coze.open();
@@ -68,9 +70,15 @@ TEST(Token, BadRequestsAndCozeErrors) {
   fake_coze coze(keys.public_pem, kid, app_id);
   daemon_process d(dir, token_config(coze.url()), {{"JWT_PRIVATE_KEY_FILE", dir.file("jwt.key")}});
   EXPECT_EQ(http_call(d.port(), "POST", "/token", token_request("wrong").dump()).status, 401);
-  EXPECT_EQ(http_call(d.port(), "POST", "/token", json{{"coze_api_key", app_id}}.dump()).status, 400);
+  EXPECT_EQ(http_call(d.port(), "POST", "/token", json{{"coze_api_key", app_id}}.dump()).status,
+            400);
   EXPECT_EQ(http_call(d.port(), "POST", "/token", "{nope").status, 400);
-  EXPECT_EQ(http_call(d.port(), "POST", "/token", json{{"public_key", kid}, {"coze_api_key", app_id}, {"duration_seconds", "x"}}.dump()).status, 400);
+  EXPECT_EQ(
+      http_call(
+          d.port(), "POST", "/token",
+          json{{"public_key", kid}, {"coze_api_key", app_id}, {"duration_seconds", "x"}}.dump())
+          .status,
+      400);
   coze.refuse(true);
   auto a = http_call(d.port(), "POST", "/token", token_request().dump());
   EXPECT_EQ(a.status, 502);
@@ -91,7 +99,8 @@ TEST(Token, CacheRefreshesNearExpiryOnTheManualClock) {
   const auto keys = make_rsa_pair(dir);
   fake_coze coze(keys.public_pem, kid, app_id);
   const auto real_now = std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::system_clock::now().time_since_epoch()).count();
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
   coze.set_now(real_now);
   config cfg;
   cfg.coze.app_id = app_id;
@@ -122,14 +131,20 @@ TEST(Token, CliMintsAndExchanges) {
   const auto keys = make_rsa_pair(dir);
   fake_coze coze(keys.public_pem, kid, app_id);
   const std::map<std::string, std::string> env{{"COZE_API_URL", coze.url()}};
-  auto r = run_resendd(dir, {"token", "exchange", "--key", dir.file("jwt.key"), "--kid", kid, "--app-id", app_id}, env);
+  auto r = run_resendd(
+      dir, {"token", "exchange", "--key", dir.file("jwt.key"), "--kid", kid, "--app-id", app_id},
+      env);
   ASSERT_EQ(r.status, 0) << r.output << coze.last_error();
   const auto j = json::parse(r.output.substr(r.output.find('{')));
   EXPECT_EQ(j["access_token"], "czs_token_1");
-  r = run_resendd(dir, {"token", "mint", "--key", dir.file("jwt.key"), "--kid", kid, "--app-id", app_id, "--aud", "api.coze.cn"}, env);
+  r = run_resendd(dir,
+                  {"token", "mint", "--key", dir.file("jwt.key"), "--kid", kid, "--app-id", app_id,
+                   "--aud", "api.coze.cn"},
+                  env);
   ASSERT_EQ(r.status, 0) << r.output;
   const auto jwt = r.output.substr(0, r.output.find('\n'));
-  const auto claims = json::parse(*base64url_decode(jwt.substr(jwt.find('.') + 1, jwt.rfind('.') - jwt.find('.') - 1)));
+  const auto claims = json::parse(
+      *base64url_decode(jwt.substr(jwt.find('.') + 1, jwt.rfind('.') - jwt.find('.') - 1)));
   EXPECT_EQ(claims["aud"], "api.coze.cn");
   EXPECT_EQ(claims["iss"], app_id);
 }
@@ -139,17 +154,21 @@ TEST(Credentials, StaleStoredTokenIsReplacedByAMintedTenantToken) {
   std::atomic<int> minted{0};
   fake_server tenant([&](const received& r) {
     const auto body = json::parse(r.body);
-    if (body.value("app_id", "") != "cli_test" || body.value("app_secret", "") != "app-secret-value-0001")
+    if (body.value("app_id", "") != "cli_test" ||
+        body.value("app_secret", "") != "app-secret-value-0001")
       return fake_reply{200, json{{"code", 10014}, {"msg", "app secret invalid"}}.dump()};
     // The first token handed out is refused by Bitable (as an expired one would be).
     const int n = ++minted;
     const std::string tok = n == 1 ? "t-refused" : "t-minted-" + std::to_string(n);
-    return fake_reply{200, json{{"code", 0}, {"msg", "ok"}, {"tenant_access_token", tok}, {"expire", 7200}}.dump()};
+    return fake_reply{
+        200,
+        json{{"code", 0}, {"msg", "ok"}, {"tenant_access_token", tok}, {"expire", 7200}}.dump()};
   });
   fake_feishu feishu(0, "t-minted-2");
-  const std::string cfg = feishu_config("credentials = \"feishu_tenant\"\nmax_attempts = 1",
-                                        "[feishu]\napp_id = \"cli_test\"\ntoken_url = \"" +
-                                            tenant.url("/open-apis/auth/v3/tenant_access_token/internal") + "\"\n");
+  const std::string cfg =
+      feishu_config("credentials = \"feishu_tenant\"\nmax_attempts = 1",
+                    "[feishu]\napp_id = \"cli_test\"\ntoken_url = \"" +
+                        tenant.url("/open-apis/auth/v3/tenant_access_token/internal") + "\"\n");
   daemon_process d(dir, cfg, {{"FEISHU_APP_SECRET", "app-secret-value-0001"}});
   // The bot's stored header carries a long-expired token.
   const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
@@ -161,7 +180,9 @@ TEST(Credentials, StaleStoredTokenIsReplacedByAMintedTenantToken) {
   EXPECT_EQ(reqs[1].header("authorization"), "Bearer t-minted-2");
   EXPECT_EQ(minted.load(), 2);
   // The refresh did not use up the single allowed attempt.
-  EXPECT_EQ(sql_value(d.db_path(), "select attempts || '/' || free_attempts from jobs where id = '" + id + "'"), "1/1");
+  EXPECT_EQ(sql_value(d.db_path(),
+                      "select attempts || '/' || free_attempts from jobs where id = '" + id + "'"),
+            "1/1");
   const auto log = d.log();
   EXPECT_EQ(log.find("app-secret-value-0001"), std::string::npos);
   EXPECT_EQ(log.find("t-minted-2"), std::string::npos);
@@ -173,7 +194,9 @@ TEST(Credentials, ExpiredTokenWithoutCredentialsIsDeadWithAReason) {
   daemon_process d(dir, feishu_config());
   const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
-  EXPECT_NE(sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'").find("expired"), std::string::npos);
+  EXPECT_NE(
+      sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'").find("expired"),
+      std::string::npos);
 }
 
 TEST(Credentials, CozeRouteGetsAFreshCozeAccessToken) {
@@ -182,11 +205,15 @@ TEST(Credentials, CozeRouteGetsAFreshCozeAccessToken) {
   fake_coze coze(keys.public_pem, kid, app_id);
   // A Coze API stand-in that accepts only the token the fake Coze OAuth endpoint issued.
   fake_server api([](const received& r) {
-    if (r.header("authorization") != "Bearer czs_token_1") return fake_reply{401, R"({"code":4100})"};
+    if (r.header("authorization") != "Bearer czs_token_1")
+      return fake_reply{401, R"({"code":4100})"};
     return fake_reply{200, R"({"code":0})"};
   });
-  daemon_process d(dir, local_config("credentials = \"coze\"", token_config(coze.url()).substr(token_config(coze.url()).find("[coze]"))),
-                   {{"JWT_PRIVATE_KEY", keys.private_pem}});
+  daemon_process d(
+      dir,
+      local_config("credentials = \"coze\"",
+                   token_config(coze.url()).substr(token_config(coze.url()).find("[coze]"))),
+      {{"JWT_PRIVATE_KEY", keys.private_pem}});
   const auto id = job_id(post_resend(d, resend_body(api.url("/v1/workflow/run"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log() << coze.last_error();
   EXPECT_EQ(coze.exchanges(), 1);

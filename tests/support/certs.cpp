@@ -9,7 +9,8 @@
 namespace resendd::test {
 namespace {
 void run(const std::string& cmd) {
-  if (std::system((cmd + " >/dev/null 2>&1").c_str()) != 0) throw std::runtime_error("failed: " + cmd);
+  if (std::system((cmd + " >/dev/null 2>&1").c_str()) != 0)
+    throw std::runtime_error("failed: " + cmd);
 }
 }  // namespace
 
@@ -26,8 +27,8 @@ test_cert make_cert(const temp_dir& dir, const std::string& dns_name) {
     run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=resendd-test-ca -keyout " +
         ca_key + " -out " + ca);
   const auto base = dir.file("leaf-" + dns_name);
-  const std::string san = "subjectAltName=DNS:" + dns_name +
-                          (dns_name == "localhost" ? ",IP:127.0.0.1" : "");
+  const std::string san =
+      "subjectAltName=DNS:" + dns_name + (dns_name == "localhost" ? ",IP:127.0.0.1" : "");
   dir.write("leaf-" + dns_name + ".ext", san + "\n");
   run("openssl req -newkey rsa:2048 -nodes -subj /CN=" + dns_name + " -keyout " + base +
       ".key -out " + base + ".csr");

@@ -17,8 +17,8 @@ test_cert make_cert(const temp_dir& dir, const std::string& dns_name);
 
 // An RSA key pair: PKCS#8 private key and its public key (PEM files), for JWT tests.
 struct rsa_pair {
-  std::string private_pem;       // PKCS#8
-  std::string private_pkcs1_pem; // the same key as "BEGIN RSA PRIVATE KEY"
+  std::string private_pem;        // PKCS#8
+  std::string private_pkcs1_pem;  // the same key as "BEGIN RSA PRIVATE KEY"
   std::string public_pem;
 };
 rsa_pair make_rsa_pair(const temp_dir& dir);

@@ -30,8 +30,8 @@ class daemon_process {
   std::uint16_t port() const { return port_; }
   std::string db_path() const;
   // Waits until a log line (after line number `from`) contains `needle`.
-  bool wait_log(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(30),
-                std::size_t from = 0);
+  bool wait_log(const std::string& needle,
+                std::chrono::milliseconds timeout = std::chrono::seconds(30), std::size_t from = 0);
   // Waits until `n` lines (after `from`) contain `needle`.
   bool wait_log_count(const std::string& needle, std::size_t n,
                       std::chrono::milliseconds timeout = std::chrono::seconds(30));

@@ -24,8 +24,11 @@ class fake_coze {
  public:
   // With `gated`, every exchange is held until open() (so concurrent callers pile up).
   fake_coze(std::string public_pem, std::string kid, std::string app_id, bool gated = false)
-      : public_pem_(std::move(public_pem)), kid_(std::move(kid)), app_id_(std::move(app_id)),
-        open_(!gated), server_([this](const received& r) { return handle(r); }) {}
+      : public_pem_(std::move(public_pem)),
+        kid_(std::move(kid)),
+        app_id_(std::move(app_id)),
+        open_(!gated),
+        server_([this](const received& r) { return handle(r); }) {}
   ~fake_coze() { open(); }
 
   void open() {
@@ -54,16 +57,22 @@ class fake_coze {
       std::lock_guard lock(m_);
       last_error_ = why;
     }
-    return {401, nlohmann::json{{"error_code", "invalid_jwt"}, {"error_message", why}}.dump(), {}, false};
+    return {401,
+            nlohmann::json{{"error_code", "invalid_jwt"}, {"error_message", why}}.dump(),
+            {},
+            false};
   }
 
   bool verify(const std::string& input, const std::string& sig) const {
-    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(public_pem_.data(), int(public_pem_.size())), BIO_free);
-    std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+        BIO_new_mem_buf(public_pem_.data(), int(public_pem_.size())), BIO_free);
+    std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+        PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr), EVP_PKEY_free);
     std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
     return key && EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()) == 1 &&
-           EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
-                            reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
+           EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()),
+                            sig.size(), reinterpret_cast<const unsigned char*>(input.data()),
+                            input.size()) == 1;
   }
 
   fake_reply handle(const received& r) {
@@ -73,17 +82,22 @@ class fake_coze {
     const auto jwt = auth.substr(7);
     const auto d1 = jwt.find('.'), d2 = jwt.rfind('.');
     if (d1 == std::string::npos || d1 == d2) return fail("not a JWT");
-    const auto header = json::parse(base64url_decode(jwt.substr(0, d1)).value_or(""), nullptr, false);
-    const auto claims = json::parse(base64url_decode(jwt.substr(d1 + 1, d2 - d1 - 1)).value_or(""), nullptr, false);
+    const auto header =
+        json::parse(base64url_decode(jwt.substr(0, d1)).value_or(""), nullptr, false);
+    const auto claims =
+        json::parse(base64url_decode(jwt.substr(d1 + 1, d2 - d1 - 1)).value_or(""), nullptr, false);
     const auto sig = base64url_decode(jwt.substr(d2 + 1));
     if (!sig || !verify(jwt.substr(0, d2), *sig)) return fail("bad signature");
-    if (header != json{{"alg", "RS256"}, {"typ", "JWT"}, {"kid", kid_}}) return fail("bad header " + header.dump());
+    if (header != json{{"alg", "RS256"}, {"typ", "JWT"}, {"kid", kid_}})
+      return fail("bad header " + header.dump());
     const std::int64_t now = now_ ? now_.load()
                                   : std::chrono::duration_cast<std::chrono::seconds>(
-                                        std::chrono::system_clock::now().time_since_epoch()).count();
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count();
     if (claims.value("iss", "") != app_id_) return fail("bad iss");
     if (claims.value("aud", "") != "127.0.0.1") return fail("bad aud " + claims.value("aud", ""));
-    if (!claims.contains("iat") || std::abs(claims["iat"].get<std::int64_t>() - now) > 300) return fail("bad iat");
+    if (!claims.contains("iat") || std::abs(claims["iat"].get<std::int64_t>() - now) > 300)
+      return fail("bad iat");
     if (!claims.contains("exp") || claims["exp"].get<std::int64_t>() <= now) return fail("bad exp");
     const auto jti = claims.value("jti", "");
     {
@@ -91,18 +105,27 @@ class fake_coze {
       if (jti.empty() || !jtis_.insert(jti).second) return fail("jti reused");
     }
     const auto body = json::parse(r.body, nullptr, false);
-    if (body.is_discarded() || body.value("grant_type", "") != "urn:ietf:params:oauth:grant-type:jwt-bearer" ||
+    if (body.is_discarded() ||
+        body.value("grant_type", "") != "urn:ietf:params:oauth:grant-type:jwt-bearer" ||
         !body.contains("duration_seconds"))
       return fail("bad body");
-    if (refuse_) return {400, json{{"error_code", "app_not_found"}, {"error_message", "no such app"}}.dump(), {}, false};
+    if (refuse_)
+      return {400,
+              json{{"error_code", "app_not_found"}, {"error_message", "no such app"}}.dump(),
+              {},
+              false};
     const int n = ++exchanges_;
     {
       std::unique_lock lock(m_);
       cv_.wait_for(lock, std::chrono::seconds(30), [&] { return open_; });
     }
-    return {200, json{{"access_token", "czs_token_" + std::to_string(n)},
-                      {"expires_in", now + body["duration_seconds"].get<std::int64_t>()},
-                      {"token_type", "Bearer"}}.dump(), {}, false};
+    return {200,
+            json{{"access_token", "czs_token_" + std::to_string(n)},
+                 {"expires_in", now + body["duration_seconds"].get<std::int64_t>()},
+                 {"token_type", "Bearer"}}
+                .dump(),
+            {},
+            false};
   }
 
   std::string public_pem_, kid_, app_id_;

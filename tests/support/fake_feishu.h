@@ -32,11 +32,13 @@ class fake_feishu {
   // `hold_ms`: how long a write stays "in flight", unless another write to the same table
   // arrives first (then the overlap is detected at once).
   explicit fake_feishu(int hold_ms = 0, std::string accept_token = "")
-      : hold_(hold_ms), accept_token_(std::move(accept_token)),
+      : hold_(hold_ms),
+        accept_token_(std::move(accept_token)),
         server_([this](const received& r) { return handle(r); }) {}
 
   std::string url(const std::string& app, const std::string& table) const {
-    return server_.url("/open-apis/bitable/v1/apps/" + app + "/tables/" + table + "/records/batch_create");
+    return server_.url("/open-apis/bitable/v1/apps/" + app + "/tables/" + table +
+                       "/records/batch_create");
   }
   void script(const std::string& table, scripted s) {
     std::lock_guard lock(m_);
@@ -57,12 +59,16 @@ class fake_feishu {
   const fake_server& server() const { return server_; }
 
  private:
-  fake_reply answer(int status, const nlohmann::json& body) { return {status, body.dump(), {}, false}; }
+  fake_reply answer(int status, const nlohmann::json& body) {
+    return {status, body.dump(), {}, false};
+  }
 
   fake_reply handle(const received& r) {
-    static const std::regex path(R"(/open-apis/bitable/v1/apps/([^/]+)/tables/([^/]+)/records/batch_create(\?.*)?)");
+    static const std::regex path(
+        R"(/open-apis/bitable/v1/apps/([^/]+)/tables/([^/]+)/records/batch_create(\?.*)?)");
     std::smatch m;
-    if (!std::regex_match(r.target, m, path)) return answer(404, {{"code", 404}, {"msg", "not found"}});
+    if (!std::regex_match(r.target, m, path))
+      return answer(404, {{"code", 404}, {"msg", "not found"}});
     const std::string table = m[1].str() + "/" + m[2].str();
     static const std::regex token_re(R"([?&]client_token=([^&]*))");
     std::smatch tm;
@@ -113,8 +119,10 @@ class fake_feishu {
     if (!token.empty()) {
       auto seen = tokens_.find(token);
       if (seen != tokens_.end()) {
-        if (seen->second != body) return answer(400, {{"code", 1255006}, {"msg", "client token conflict"}});
-        return answer(200, {{"code", 0}, {"msg", "success"}, {"data", {{"records", j["records"]}}}});
+        if (seen->second != body)
+          return answer(400, {{"code", 1255006}, {"msg", "client token conflict"}});
+        return answer(200,
+                      {{"code", 0}, {"msg", "success"}, {"data", {{"records", j["records"]}}}});
       }
       tokens_[token] = body;
     }
@@ -139,7 +147,8 @@ class fake_feishu {
 };
 
 // A Feishu-profile route for Bitable batch_create on 127.0.0.1, serialized per table.
-inline std::string feishu_config(const std::string& route_keys = "", const std::string& extra = "") {
+inline std::string feishu_config(const std::string& route_keys = "",
+                                 const std::string& extra = "") {
   return test_config(
       R"(^http://127\.0\.0\.1:\d+/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records/batch_create([?].*)?$)",
       "profile = \"feishu\"\nserialize_by = \"bitable_table\"\n" + route_keys, extra);

@@ -165,7 +165,8 @@ http_answer http_call(std::uint16_t port, const std::string& method, const std::
   http::request<http::string_body> req{http::string_to_verb(method), target, 11};
   req.set(http::field::host, "127.0.0.1");
   for (const auto& [k, v] : headers) req.set(k, v);
-  if (!body.empty() && !headers.count("Content-Type")) req.set(http::field::content_type, "application/json");
+  if (!body.empty() && !headers.count("Content-Type"))
+    req.set(http::field::content_type, "application/json");
   req.body() = body;
   req.prepare_payload();
   beast::error_code wec;

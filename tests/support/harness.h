@@ -22,9 +22,11 @@ request_timeout = "10s"
 shutdown_grace = "2s"
 [[routes]]
 name = "local"
-match = ')" + match + R"('
+match = ')" +
+         match + R"('
 allow_private_networks = true
-)" + route_keys + "\n" + extra;
+)" + route_keys +
+         "\n" + extra;
 }
 
 // A generic route for every http://127.0.0.1:PORT/ location.
@@ -34,10 +36,12 @@ inline std::string local_config(const std::string& route_keys = "", const std::s
 
 // The seed's request: Bitable fields sent as a JSON string, with a json_parse command.
 inline nlohmann::json resend_body(const std::string& location, const std::string& marker = "m") {
-  return {{"location", location},
-          {"headers", {{"Authorization", "Bearer t-secret-token-value-123456"}, {"X-Trace", marker}}},
-          {"params", {{"records", {{{"fields", nlohmann::json{{"备注", marker}, {"金额", 12.5}}.dump()}}}}}},
-          {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}};
+  return {
+      {"location", location},
+      {"headers", {{"Authorization", "Bearer t-secret-token-value-123456"}, {"X-Trace", marker}}},
+      {"params",
+       {{"records", {{{"fields", nlohmann::json{{"备注", marker}, {"金额", 12.5}}.dump()}}}}}},
+      {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}};
 }
 
 inline http_answer post_resend(const daemon_process& d, const nlohmann::json& body,

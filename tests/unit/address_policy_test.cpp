@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "http/address_policy.h"
+
+#include <gtest/gtest.h>
 
 using namespace resendd;
 
@@ -18,9 +18,9 @@ TEST(AddressPolicy, RefusesNonPublicIPv4) {
 }
 
 TEST(AddressPolicy, RefusesNonPublicIPv6IncludingMappedForms) {
-  for (const char* a : {"::1", "::", "fc00::1", "fd12::1", "fe80::1", "ff02::1", "::ffff:127.0.0.1",
-                        "::ffff:10.0.0.1", "64:ff9b::a00:1", "2001:db8::1", "::127.0.0.1",
-                        "2002:7f00:1::1"})
+  for (const char* a :
+       {"::1", "::", "fc00::1", "fd12::1", "fe80::1", "ff02::1", "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1", "64:ff9b::a00:1", "2001:db8::1", "::127.0.0.1", "2002:7f00:1::1"})
     EXPECT_FALSE(pub(a)) << a;
   for (const char* a : {"2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"})
     EXPECT_TRUE(pub(a)) << a;

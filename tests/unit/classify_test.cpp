@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "queue/classify.h"
+
+#include <gtest/gtest.h>
 
 using namespace resendd;
 
@@ -16,9 +16,11 @@ attempt_result answer(int status, std::string body = "") {
 TEST(Classify, GenericFollowsTheStatus) {
   EXPECT_EQ(classify("generic", answer(200)).kind, outcome_kind::succeeded);
   EXPECT_EQ(classify("generic", answer(204)).kind, outcome_kind::succeeded);
-  for (int s : {408, 425, 500, 502, 503, 504}) EXPECT_EQ(classify("generic", answer(s)).kind, outcome_kind::retry) << s;
+  for (int s : {408, 425, 500, 502, 503, 504})
+    EXPECT_EQ(classify("generic", answer(s)).kind, outcome_kind::retry) << s;
   EXPECT_EQ(classify("generic", answer(429)).kind, outcome_kind::rate_limited);
-  for (int s : {301, 400, 401, 403, 404, 422}) EXPECT_EQ(classify("generic", answer(s)).kind, outcome_kind::dead) << s;
+  for (int s : {301, 400, 401, 403, 404, 422})
+    EXPECT_EQ(classify("generic", answer(s)).kind, outcome_kind::dead) << s;
 }
 
 TEST(Classify, TransportErrorsRetryAndBlockedIsDead) {
@@ -35,7 +37,8 @@ TEST(Classify, FeishuTrustsTheBodyCodeNotTheStatus) {
   EXPECT_EQ(v.kind, outcome_kind::dead);
   EXPECT_EQ(v.feishu_code, 1254060);
   EXPECT_NE(v.reason.find("TextFieldConvFail"), std::string::npos);
-  EXPECT_EQ(classify("feishu", answer(200, R"({"code":0,"msg":"success"})")).kind, outcome_kind::succeeded);
+  EXPECT_EQ(classify("feishu", answer(200, R"({"code":0,"msg":"success"})")).kind,
+            outcome_kind::succeeded);
   // a 2xx without a code is not a Feishu success
   EXPECT_EQ(classify("feishu", answer(200, "<html>")).kind, outcome_kind::retry);
   EXPECT_EQ(classify("feishu", answer(200, R"({"ok":true})")).kind, outcome_kind::retry);
@@ -45,27 +48,47 @@ TEST(Classify, FeishuTrustsTheBodyCodeNotTheStatus) {
 }
 
 TEST(Classify, FeishuTable) {
-  struct row { std::int64_t code; int status; outcome_kind kind; };
+  struct row {
+    std::int64_t code;
+    int status;
+    outcome_kind kind;
+  };
   const row rows[] = {
-      {99991400, 429, outcome_kind::rate_limited}, {1254290, 200, outcome_kind::rate_limited},
-      {1254291, 200, outcome_kind::rate_limited},  {1254607, 400, outcome_kind::retry},
-      {1255040, 504, outcome_kind::retry},         {1254036, 400, outcome_kind::retry},
-      {1254002, 200, outcome_kind::retry},         {1255003, 200, outcome_kind::retry},
-      {99991663, 400, outcome_kind::refresh_credentials}, {99991664, 400, outcome_kind::refresh_credentials},
-      {99991668, 400, outcome_kind::dead},         {99991661, 400, outcome_kind::dead},
-      {99991672, 400, outcome_kind::dead},         {1254302, 403, outcome_kind::dead},
-      {1254005, 200, outcome_kind::dead},          {1254043, 200, outcome_kind::dead},
-      {1254104, 200, outcome_kind::dead},          {1254037, 400, outcome_kind::dead},
-      {1255006, 400, outcome_kind::dead},          {1254608, 403, outcome_kind::dead},
-      {7777777, 200, outcome_kind::retry},         {7777777, 400, outcome_kind::dead},
+      {99991400, 429, outcome_kind::rate_limited},
+      {1254290, 200, outcome_kind::rate_limited},
+      {1254291, 200, outcome_kind::rate_limited},
+      {1254607, 400, outcome_kind::retry},
+      {1255040, 504, outcome_kind::retry},
+      {1254036, 400, outcome_kind::retry},
+      {1254002, 200, outcome_kind::retry},
+      {1255003, 200, outcome_kind::retry},
+      {99991663, 400, outcome_kind::refresh_credentials},
+      {99991664, 400, outcome_kind::refresh_credentials},
+      {99991668, 400, outcome_kind::dead},
+      {99991661, 400, outcome_kind::dead},
+      {99991672, 400, outcome_kind::dead},
+      {1254302, 403, outcome_kind::dead},
+      {1254005, 200, outcome_kind::dead},
+      {1254043, 200, outcome_kind::dead},
+      {1254104, 200, outcome_kind::dead},
+      {1254037, 400, outcome_kind::dead},
+      {1255006, 400, outcome_kind::dead},
+      {1254608, 403, outcome_kind::dead},
+      {7777777, 200, outcome_kind::retry},
+      {7777777, 400, outcome_kind::dead},
   };
   for (const auto& r : rows) {
-    auto v = classify("feishu", answer(r.status, R"({"code":)" + std::to_string(r.code) + R"(,"msg":"m"})"));
+    auto v = classify("feishu",
+                      answer(r.status, R"({"code":)" + std::to_string(r.code) + R"(,"msg":"m"})"));
     EXPECT_EQ(v.kind, r.kind) << r.code;
     EXPECT_EQ(v.feishu_code, r.code);
   }
-  EXPECT_NE(classify("feishu", answer(400, R"({"code":1255006})")).reason.find("needs reconciliation"), std::string::npos);
-  EXPECT_NE(classify("feishu", answer(403, R"({"code":1254608})")).reason.find("needs reconciliation"), std::string::npos);
+  EXPECT_NE(
+      classify("feishu", answer(400, R"({"code":1255006})")).reason.find("needs reconciliation"),
+      std::string::npos);
+  EXPECT_NE(
+      classify("feishu", answer(403, R"({"code":1254608})")).reason.find("needs reconciliation"),
+      std::string::npos);
 }
 
 TEST(Classify, RateLimitCarriesTheAdvertisedWait) {

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "config/config.h"
+
+#include <gtest/gtest.h>
 
 using namespace resendd;
 
@@ -35,7 +35,8 @@ allow_private_networks = true
 max_attempts = 3
 [log]
 level = "debug"
-)", {});
+)",
+                                  {});
   EXPECT_EQ(c.server.api_tokens.size(), 2u);
   EXPECT_EQ(c.server.max_body_bytes, 2048u);
   EXPECT_EQ(c.delivery.defaults.concurrency, 8);
@@ -62,7 +63,8 @@ name = "r"
 match = "(unclosed"
 profile = "magic"
 [nonsense]
-)", {});
+)",
+                     {});
     FAIL() << "expected config_error";
   } catch (const config_error& e) {
     const std::string all = e.what();
@@ -100,5 +102,7 @@ TEST(Config, CredentialsRoutesNeedTheirSecrets) {
 name = "r"
 match = ".*"
 credentials = "feishu_tenant"
-)", {}), config_error);
+)",
+                                {}),
+               config_error);
 }

@@ -1,8 +1,9 @@
+#include "queue/intake.h"
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
-#include "queue/intake.h"
 #include "queue/routes.h"
 
 using namespace resendd;
@@ -57,14 +58,22 @@ TEST(Intake, EachBadInputHasItsOwnError) {
   EXPECT_EQ(code_of(prep({{"location", "ftp://open.feishu.cn/x"}})), "400 bad_location");
   EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", "x"}})), "400 bad_headers");
   EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", {{"a", 1}}}})), "400 bad_headers");
-  EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", {{"X", "a\r\nInjected: 1"}}}})), "400 bad_headers");
-  EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", {{"Bad Name", "v"}}}})), "400 bad_headers");
-  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"json_parse", "$.a"}}}})), "400 bad_commands");
-  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"json_parse", {1}}}}})), "400 bad_commands");
-  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"rm", {"$"}}}}})), "400 bad_commands");
-  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"json_parse", {"$.["}}}}})), "400 bad_path");
-  EXPECT_EQ(code_of(prep({{"location", bitable}, {"params", {{"f", "{bad"}}},
-                          {"commands", {{"json_parse", {"$.params.f"}}}}})), "400 bad_path");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", {{"X", "a\r\nInjected: 1"}}}})),
+            "400 bad_headers");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"headers", {{"Bad Name", "v"}}}})),
+            "400 bad_headers");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"json_parse", "$.a"}}}})),
+            "400 bad_commands");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"json_parse", {1}}}}})),
+            "400 bad_commands");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"rm", {"$"}}}}})),
+            "400 bad_commands");
+  EXPECT_EQ(code_of(prep({{"location", bitable}, {"commands", {{"json_parse", {"$.["}}}}})),
+            "400 bad_path");
+  EXPECT_EQ(code_of(prep({{"location", bitable},
+                          {"params", {{"f", "{bad"}}},
+                          {"commands", {{"json_parse", {"$.params.f"}}}}})),
+            "400 bad_path");
   EXPECT_EQ(code_of(prep({{"location", bitable}, {"method", "GE T"}})), "400 bad_method");
   EXPECT_EQ(code_of(prep({{"location", "https://example.com/x"}})), "403 no_route");
   const config c;

@@ -1,8 +1,8 @@
+#include "queue/json_path.h"
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
-
-#include "queue/json_path.h"
 
 using namespace resendd;
 using nlohmann::json;
@@ -28,8 +28,10 @@ TEST(JsonPath, RejectsBadPaths) {
 }
 
 TEST(JsonPath, ReplacesStringsByTheirJson) {
-  json doc = {{"params", {{"records", {{{"fields", R"({"金额": 12.5, "备注": "午饭"})"}},
-                                        {{"fields", R"({"n": [1, 2]})"}}}}}}};
+  json doc = {
+      {"params",
+       {{"records",
+         {{{"fields", R"({"金额": 12.5, "备注": "午饭"})"}}, {{"fields", R"({"n": [1, 2]})"}}}}}}};
   ASSERT_FALSE(apply_json_parse(doc, std::vector<std::string>{"$.params.records[*].fields"}));
   EXPECT_TRUE(doc["params"]["records"][0]["fields"].is_object());
   EXPECT_EQ(doc["params"]["records"][0]["fields"]["金额"], 12.5);
@@ -58,7 +60,8 @@ TEST(JsonPath, WildcardOverEmptyArrayReachesNothing) {
 TEST(JsonPath, DeepNestingIsRefusedWithoutRecursion) {
   std::string deep(100000, '[');
   EXPECT_FALSE(json_depth_within(deep));
-  EXPECT_TRUE(json_depth_within(R"({"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["})"));
+  EXPECT_TRUE(json_depth_within(
+      R"({"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["})"));
   json doc = {{"s", std::string(100, '[')}};
   EXPECT_TRUE(apply_json_parse(doc, std::vector<std::string>{"$.s"}));
 }

@@ -1,3 +1,5 @@
+#include "token/jwt.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -5,7 +7,6 @@
 
 #include "support/certs.h"
 #include "support/temp_dir.h"
-#include "token/jwt.h"
 
 using namespace resendd;
 using nlohmann::json;
@@ -66,6 +67,7 @@ TEST(Jwt, SignatureVerifiesWithTheOpensslCommandLine) {
 TEST(Jwt, BadKeysAreRefusedWithoutEchoingThem) {
   std::string err;
   EXPECT_FALSE(rsa_private_key::from_pem("", &err));
-  EXPECT_FALSE(rsa_private_key::from_pem("-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n-----END PRIVATE KEY-----\n", &err));
+  EXPECT_FALSE(rsa_private_key::from_pem(
+      "-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n-----END PRIVATE KEY-----\n", &err));
   EXPECT_EQ(err.find("SECRETSTUFF"), std::string::npos);
 }

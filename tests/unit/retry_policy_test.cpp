@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "queue/retry_policy.h"
+
+#include <gtest/gtest.h>
 
 using namespace resendd;
 using st = next_step::state;
@@ -33,7 +33,8 @@ TEST(RetryPolicy, BackoffDoublesWithJitterUpToTheCap) {
 
 TEST(RetryPolicy, SuccessAndPermanentFailure) {
   const auto s = settings();
-  EXPECT_EQ(next_retry(v(outcome_kind::succeeded), {0, 0, 0, t0}, t0, s, false, 0).to, st::succeeded);
+  EXPECT_EQ(next_retry(v(outcome_kind::succeeded), {0, 0, 0, t0}, t0, s, false, 0).to,
+            st::succeeded);
   auto d = next_retry(v(outcome_kind::dead), {0, 0, 0, t0}, t0, s, false, 0);
   EXPECT_EQ(d.to, st::dead);
   EXPECT_EQ(d.reason, "why");
@@ -54,11 +55,13 @@ TEST(RetryPolicy, RetriesUntilMaxAttempts) {
 
 TEST(RetryPolicy, RateLimitsCostNoAttemptAndHonourTheHint) {
   const auto s = settings();
-  auto n = next_retry(v(outcome_kind::rate_limited, millis{30'000}), {4, 0, 0, t0}, t0, s, false, 0);
+  auto n =
+      next_retry(v(outcome_kind::rate_limited, millis{30'000}), {4, 0, 0, t0}, t0, s, false, 0);
   EXPECT_EQ(n.to, st::queued);
   EXPECT_FALSE(n.counted);
   EXPECT_EQ(n.next_attempt_at, t0 + millis{30'000});
-  auto capped = next_retry(v(outcome_kind::rate_limited, millis{86'400'000}), {0, 0, 0, t0}, t0, s, false, 0);
+  auto capped =
+      next_retry(v(outcome_kind::rate_limited, millis{86'400'000}), {0, 0, 0, t0}, t0, s, false, 0);
   EXPECT_EQ(capped.next_attempt_at, t0 + s.rate_limit_cap);
   auto no_hint = next_retry(v(outcome_kind::rate_limited), {0, 3, 0, t0}, t0, s, false, 0);
   EXPECT_GE(no_hint.next_attempt_at, t0 + millis{4000});
@@ -86,6 +89,7 @@ TEST(RetryPolicy, RefreshCredentials) {
   EXPECT_EQ(yes.next_attempt_at, t0);
   EXPECT_FALSE(yes.counted);
   EXPECT_TRUE(yes.auth_refresh);
-  auto again = next_retry(v(outcome_kind::refresh_credentials), {0, 0, max_auth_refreshes, t0}, t0, s, true, 0);
+  auto again = next_retry(v(outcome_kind::refresh_credentials), {0, 0, max_auth_refreshes, t0}, t0,
+                          s, true, 0);
   EXPECT_EQ(again.to, st::dead);
 }

@@ -1,19 +1,27 @@
+#include "queue/routes.h"
+
 #include <gtest/gtest.h>
 
 #include "queue/intake.h"
-#include "queue/routes.h"
 
 using namespace resendd;
 
 TEST(Routes, DefaultRouteIsTheSeedAllowList) {
   const config c;
   route_table t(c);
-  const std::string ok = "https://open.feishu.cn/open-apis/bitable/v1/apps/bascn1/tables/tbl2/records/batch_create";
+  const std::string ok =
+      "https://open.feishu.cn/open-apis/bitable/v1/apps/bascn1/tables/tbl2/records/batch_create";
   EXPECT_NE(t.match(ok), nullptr);
   EXPECT_NE(t.match(ok + "?user_id_type=open_id"), nullptr);
-  EXPECT_EQ(t.match("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_delete"), nullptr);
-  EXPECT_EQ(t.match("http://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_create"), nullptr);
-  EXPECT_EQ(t.match("https://evil.example/?https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_create"), nullptr);
+  EXPECT_EQ(
+      t.match("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_delete"),
+      nullptr);
+  EXPECT_EQ(
+      t.match("http://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_create"),
+      nullptr);
+  EXPECT_EQ(t.match("https://evil.example/?https://open.feishu.cn/open-apis/bitable/v1/apps/a/"
+                    "tables/b/records/batch_create"),
+            nullptr);
   EXPECT_EQ(t.match(ok + "x"), nullptr);
 }
 
@@ -35,7 +43,9 @@ TEST(Routes, LongInputIsLinearTime) {
 TEST(Routes, ResourceKeys) {
   route_config r;
   r.serialize_by = "bitable_table";
-  EXPECT_EQ(resource_key(r, "https://open.feishu.cn/open-apis/bitable/v1/apps/APP/tables/TBL/records/batch_create?x=1"),
+  EXPECT_EQ(resource_key(r,
+                         "https://open.feishu.cn/open-apis/bitable/v1/apps/APP/tables/TBL/records/"
+                         "batch_create?x=1"),
             "bitable:APP/TBL");
   r.serialize_by = "host";
   EXPECT_EQ(resource_key(r, "https://open.feishu.cn:8443/a/b"), "https://open.feishu.cn:8443");
@@ -46,8 +56,12 @@ TEST(Routes, ResourceKeys) {
 }
 
 TEST(Routes, ClientTokenLocations) {
-  EXPECT_TRUE(takes_client_token("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_create"));
-  EXPECT_TRUE(takes_client_token("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records"));
-  EXPECT_TRUE(takes_client_token("http://127.0.0.1:8/open-apis/bitable/v1/apps/a/tables/b/records?user_id_type=x"));
-  EXPECT_FALSE(takes_client_token("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_update"));
+  EXPECT_TRUE(takes_client_token(
+      "https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_create"));
+  EXPECT_TRUE(
+      takes_client_token("https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records"));
+  EXPECT_TRUE(takes_client_token(
+      "http://127.0.0.1:8/open-apis/bitable/v1/apps/a/tables/b/records?user_id_type=x"));
+  EXPECT_FALSE(takes_client_token(
+      "https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_update"));
 }

@@ -92,8 +92,10 @@ TEST(Store, QueueDepthIsBounded) {
 TEST(Store, ClaimRespectsKeyAndRouteLimits) {
   test::temp_dir dir;
   job_store s(dir.file("q.db"), 100, t0);
-  for (int i = 0; i < 5; ++i) enqueue_sync(s, make("k1-" + std::to_string(i), "K1"), t0 + millis{i});
-  for (int i = 0; i < 5; ++i) enqueue_sync(s, make("k2-" + std::to_string(i), "K2"), t0 + millis{i});
+  for (int i = 0; i < 5; ++i)
+    enqueue_sync(s, make("k1-" + std::to_string(i), "K1"), t0 + millis{i});
+  for (int i = 0; i < 5; ++i)
+    enqueue_sync(s, make("k2-" + std::to_string(i), "K2"), t0 + millis{i});
   const sys_time later = t0 + millis{100};
   auto c = claim_sync(s, 10, {{"r", 10, 1}}, later);
   ASSERT_EQ(c.size(), 2u);  // one per key
@@ -152,7 +154,8 @@ TEST(Store, ConcurrentEnqueuesShareCommits) {
   std::vector<std::promise<enqueue_result>> promises(n);
   for (int i = 0; i < n; ++i) {
     results.push_back(promises[i].get_future());
-    s.enqueue(make("j" + std::to_string(i)), t0, [&promises, i](enqueue_result r) { promises[i].set_value(r); });
+    s.enqueue(make("j" + std::to_string(i)), t0,
+              [&promises, i](enqueue_result r) { promises[i].set_value(r); });
   }
   for (auto& r : results) EXPECT_EQ(r.get().what, enqueue_result::status::queued);
   EXPECT_EQ(s.counts()["queued"], n);

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "util/time.h"
+
+#include <gtest/gtest.h>
 
 using namespace resendd;
 
