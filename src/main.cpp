@@ -100,15 +100,10 @@ int cmd_token(bool exchange, const cli_state& s) {
   if (!key) return std::cerr << "private key: " << err << "\n", 1;
   if (cfg.coze.public_key_id.empty() || cfg.coze.app_id.empty())
     return std::cerr << "need --kid and --app-id (or [coze] public_key_id and app_id)\n", 2;
+  cfg.coze.jwt_audience = s.aud;
+  cfg.coze.jwt_ttl = std::chrono::seconds{s.ttl};
   if (!exchange) {
-    auto u = boost::urls::parse_absolute_uri(cfg.coze.token_url);
-    jwt_claims c{cfg.coze.public_key_id,
-                 cfg.coze.app_id,
-                 s.aud.empty() ? std::string(u ? u->host() : "") : s.aud,
-                 clk.now(),
-                 std::chrono::seconds{s.ttl},
-                 uuid_v4()};
-    auto jwt = mint_jwt(*key, c);
+    auto jwt = coze_jwt(cfg, *key, cfg.coze.public_key_id, clk.now());
     if (!jwt) return std::cerr << "signing failed\n", 1;
     return std::cout << *jwt << "\n", 0;
   }
@@ -172,8 +167,10 @@ int main(int argc, char** argv) {
     t->add_option("--kid", s.kid, "public key id");
     t->add_option("--app-id", s.app_id, "OAuth app id (iss)");
   }
-  tm->add_option("--aud", s.aud, "audience (default: host of coze.token_url)");
-  tm->add_option("--ttl", s.ttl, "seconds the JWT lives")->check(CLI::Range(1, 86400));
+  for (auto* t : {tm, tx}) {
+    t->add_option("--aud", s.aud, "JWT audience (default: host of coze.token_url)");
+    t->add_option("--ttl", s.ttl, "seconds the JWT lives")->check(CLI::Range(1, 86400));
+  }
   tx->add_option("--duration", s.duration, "seconds asked for the access token")
       ->check(CLI::Range(1, 86399));
   auto* health = cli.add_subcommand("healthcheck", "exit 0 when the daemon answers /healthz");

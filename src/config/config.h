@@ -75,6 +75,10 @@ struct config {
     std::string private_key_file;
     std::string private_key_pem;  // from JWT_PRIVATE_KEY or the key file; a secret
     std::string token_url = "https://api.coze.cn/api/permission/oauth2/token";
+    // Set only by `resendd token ... --aud/--ttl`: the JWT's aud ("" = token_url's host) and
+    // lifetime.
+    std::string jwt_audience;
+    millis jwt_ttl{3'600'000};
   } coze;
   struct feishu_section {
     std::string app_id;

@@ -43,6 +43,13 @@ std::string host_of(const std::string& url) {
 
 }  // namespace
 
+std::optional<std::string> coze_jwt(const config& cfg, const rsa_private_key& key,
+                                    const std::string& kid, sys_time now) {
+  const std::string aud =
+      cfg.coze.jwt_audience.empty() ? host_of(cfg.coze.token_url) : cfg.coze.jwt_audience;
+  return mint_jwt(key, {kid, cfg.coze.app_id, aud, now, cfg.coze.jwt_ttl, uuid_v4()});
+}
+
 struct token_service::flight {
   bool done = false;
   token_grant result;
@@ -142,9 +149,7 @@ asio::awaitable<token_grant> token_service::feishu_tenant_token() {
 asio::awaitable<token_grant> token_service::exchange_coze(std::string kid, int duration_seconds) {
   if (!key_) co_return failure(500, "no Coze private key configured");
   const auto now = clk_.now();
-  jwt_claims c{kid, cfg_.coze.app_id,  host_of(cfg_.coze.token_url),
-               now, millis{3'600'000}, uuid_v4()};
-  auto jwt = mint_jwt(*key_, c);
+  auto jwt = coze_jwt(cfg_, *key_, kid, now);
   if (!jwt) co_return failure(500, "signing the JWT failed");
   outbound_request req;
   req.url = cfg_.coze.token_url;

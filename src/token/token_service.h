@@ -83,6 +83,11 @@ class token_service final : public credential_source {
   std::uint64_t exchanges_ = 0;
 };
 
+// The JWT resendd exchanges with Coze for `kid`: iss = coze.app_id, aud = coze.jwt_audience or
+// the token URL's host, lifetime coze.jwt_ttl, a fresh jti. nullopt if signing fails.
+std::optional<std::string> coze_jwt(const config& cfg, const rsa_private_key& key,
+                                    const std::string& kid, sys_time now);
+
 // Seconds of a Coze access token's life asked for when a route uses credentials = "coze".
 inline constexpr int coze_route_token_seconds = 3600;
 

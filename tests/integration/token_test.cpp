@@ -131,9 +131,10 @@ TEST(Token, CliMintsAndExchanges) {
   const auto keys = make_rsa_pair(dir);
   fake_coze coze(keys.public_pem, kid, app_id);
   const std::map<std::string, std::string> env{{"COZE_API_URL", coze.url()}};
-  auto r = run_resendd(
-      dir, {"token", "exchange", "--key", dir.file("jwt.key"), "--kid", kid, "--app-id", app_id},
-      env);
+  auto r = run_resendd(dir,
+                       {"token", "exchange", "--key", dir.file("jwt.key"), "--kid", kid, "--app-id",
+                        app_id, "--ttl", "600"},
+                       env);
   ASSERT_EQ(r.status, 0) << r.output << coze.last_error();
   const auto j = json::parse(r.output.substr(r.output.find('{')));
   EXPECT_EQ(j["access_token"], "czs_token_1");
@@ -147,6 +148,7 @@ TEST(Token, CliMintsAndExchanges) {
       *base64url_decode(jwt.substr(jwt.find('.') + 1, jwt.rfind('.') - jwt.find('.') - 1)));
   EXPECT_EQ(claims["aud"], "api.coze.cn");
   EXPECT_EQ(claims["iss"], app_id);
+  EXPECT_EQ(claims["exp"].get<std::int64_t>() - claims["iat"].get<std::int64_t>(), 3600);
 }
 
 TEST(Credentials, StaleStoredTokenIsReplacedByAMintedTenantToken) {
