@@ -114,7 +114,8 @@ verdict classify(std::string_view profile, const attempt_result& r) {
   if (r.blocked) return {outcome_kind::dead, {}, r.error};
   if (!r.answered()) return {outcome_kind::retry, {}, r.error};
   verdict v = profile == "feishu" ? by_feishu_code(r) : by_status(r.status);
-  if (v.kind == outcome_kind::rate_limited) v.wait = r.retry_after;
+  if (v.kind == outcome_kind::rate_limited || v.kind == outcome_kind::retry)
+    v.wait = r.retry_after;
   return v;
 }
 

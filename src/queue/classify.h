@@ -24,7 +24,7 @@ struct verdict {
   outcome_kind kind = outcome_kind::retry;
   std::optional<std::int64_t> feishu_code;
   std::string reason;          // short, for last_error: "HTTP 503", "feishu 1254060: ..."
-  std::optional<millis> wait;  // for rate_limited: what the destination asked us to wait
+  std::optional<millis> wait;  // rate_limited, retry: what the destination asked us to wait
 };
 
 // profile "generic": 2xx succeeded; 408, 425, 5xx retry; 429 rate_limited; other statuses dead.

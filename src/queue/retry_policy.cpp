@@ -59,7 +59,10 @@ next_step next_retry(const verdict& v, const job_progress& before, sys_time now,
             "max_attempts (" + std::to_string(s.max_attempts) + ") used up; last: " + v.reason;
         return out;
       }
-      out.next_attempt_at = now + backoff_delay(before.attempts + 1, s, jitter);
+      // A Retry-After on, say, a 503 is a lower bound on the backoff.
+      out.next_attempt_at =
+          now + std::max(backoff_delay(before.attempts + 1, s, jitter),
+                         std::min(v.wait.value_or(millis{0}), s.rate_limit_cap));
       break;
   }
   if (now >= deadline) {

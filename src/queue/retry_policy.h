@@ -5,6 +5,7 @@
 // Schedule, for the n-th counted attempt that failed (n = 1, 2, ...):
 //   delay(n) = min(retry_cap, retry_base * 2^(n-1)), then "equal jitter": a uniformly random
 //   point in [delay/2, delay]. With the defaults (2s, 30m): ~2s, 4s, 8s, ... 17m, then 30m.
+//   A Retry-After on the answer (a 503, say) makes the wait at least that (capped as below).
 // Rate-limited answers cost no attempt: wait what the destination advertised (Retry-After,
 //   x-ogw-ratelimit-reset), capped at rate_limit_cap; without a hint, back off as above on the
 //   count of rate-limited tries.

@@ -91,6 +91,12 @@ TEST(Classify, FeishuTable) {
       std::string::npos);
 }
 
+TEST(Classify, RetryCarriesRetryAfterToo) {
+  auto r = answer(503, "busy");
+  r.retry_after = millis{3000};
+  EXPECT_EQ(classify("generic", r).wait, millis{3000});
+}
+
 TEST(Classify, RateLimitCarriesTheAdvertisedWait) {
   auto r = answer(429, R"({"code":99991400})");
   r.retry_after = millis{7000};

@@ -93,3 +93,12 @@ TEST(RetryPolicy, RefreshCredentials) {
                           s, true, 0);
   EXPECT_EQ(again.to, st::dead);
 }
+
+TEST(RetryPolicy, RetryAfterOnAFailureIsALowerBound) {
+  const auto s = settings();
+  auto n = next_retry(v(outcome_kind::retry, millis{20'000}), {0, 0, 0, t0}, t0, s, false, 0);
+  EXPECT_EQ(n.next_attempt_at, t0 + millis{20'000});
+  EXPECT_TRUE(n.counted);
+  auto small = next_retry(v(outcome_kind::retry, millis{1}), {0, 0, 0, t0}, t0, s, false, 0);
+  EXPECT_GE(small.next_attempt_at, t0 + millis{500});  // the backoff still applies
+}
