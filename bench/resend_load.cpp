@@ -1,7 +1,7 @@
 // resend_load: POSTs /resend to a running resendd over keep-alive connections on loopback and
 // reports the durable intake rate (each 202 means the job is committed) and latency.
 //   resend_load [--url http://127.0.0.1:9000/resend] [--connections 32] [--requests 20000]
-//               [--seconds 20] [--token TOKEN]
+//               [--seconds 20] [--token TOKEN] [--location URL] [--method GET]
 // Bounded in both count and time; it only talks to the URL given (use loopback).
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
@@ -20,7 +20,10 @@ namespace asio = boost::asio;
 using steady = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
-  std::string url = "http://127.0.0.1:9000/resend", token;
+  std::string url = "http://127.0.0.1:9000/resend", token, method;
+  std::string location =
+      "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnLOAD/tables/tblLOAD/records/"
+      "batch_create";
   int connections = 32, requests = 20000, seconds = 20;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
@@ -34,17 +37,20 @@ int main(int argc, char** argv) {
       seconds = std::stoi(v);
     else if (k == "--token")
       token = v;
+    else if (k == "--location")
+      location = v;
+    else if (k == "--method")
+      method = v;
     else
       return std::fprintf(stderr, "unknown option %s\n", k.c_str()), 2;
   }
-  const std::string body =
-      nlohmann::json{{"location",
-                      "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnLOAD/tables/tblLOAD/"
-                      "records/batch_create"},
-                     {"headers", {{"Authorization", "Bearer t-load"}}},
-                     {"params", {{"records", {{{"fields", R"({"金额": 1, "备注": "load"})"}}}}}},
-                     {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}}
-          .dump();
+  nlohmann::json request{
+      {"location", location},
+      {"headers", {{"Authorization", "Bearer t-load"}}},
+      {"params", {{"records", {{{"fields", R"({"金额": 1, "备注": "load"})"}}}}}},
+      {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}};
+  if (!method.empty()) request["method"] = method;
+  const std::string body = request.dump();
   asio::io_context io{1};
   client_options opts;
   opts.max_idle_per_origin = std::size_t(connections);
