@@ -151,7 +151,6 @@ asio::awaitable<std::unique_ptr<connection>> http_client::impl::open(const targe
                                                                      steady::time_point deadline,
                                                                      attempt_result& out) {
   using namespace asio::experimental::awaitable_operators;
-  auto ex = co_await asio::this_coro::executor;
   tcp::resolver resolver(ex);
   asio::steady_timer timer(ex, deadline);
   beast::error_code ec, tec;
