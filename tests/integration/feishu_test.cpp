@@ -166,3 +166,23 @@ TEST(Feishu, WithoutSerializationTheFakeSeesOverlaps) {
             0);
   EXPECT_EQ(feishu.rows("app/busy"), 8u);
 }
+
+TEST(Feishu, KeyMinGapSpacesWritesToOneTable) {
+  temp_dir dir;
+  fake_feishu feishu;
+  daemon_process d(dir, feishu_config("key_min_gap = \"150ms\""));
+  for (int i = 0; i < 4; ++i)
+    post_resend(d, resend_body(feishu.url("app", "t1"), "g" + std::to_string(i)));
+  ASSERT_TRUE(d.wait_log_count(": succeeded", 4)) << d.log();
+  // Each write starts at least the gap after the previous one finished.
+  const auto gaps = sql_rows(
+      d.db_path(),
+      "select (julianday(b.started_at) - julianday(a.finished_at)) * 86400000 from "
+      "(select j.finished_at, row_number() over (order by t.started_at) as k "
+      " from jobs j join attempts t on t.job_id = j.id) a "
+      "join (select started_at, row_number() over (order by started_at) as k from attempts) b "
+      "on b.k = a.k + 1");
+  ASSERT_EQ(gaps.size(), 3u);
+  for (const auto& g : gaps) EXPECT_GE(std::stod(g[0]), 149.0);
+  EXPECT_EQ(feishu.rows("app/t1"), 4u);
+}
