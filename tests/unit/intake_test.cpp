@@ -81,3 +81,43 @@ TEST(Intake, EachBadInputHasItsOwnError) {
   EXPECT_EQ(code_of(prepare_job("{not json", "", routes, now)), "400 bad_json");
   EXPECT_EQ(code_of(prepare_job(std::string(5000, '['), "", routes, now)), "400 bad_json");
 }
+
+TEST(Intake, MutatedInputNeverThrows) {
+  // Deterministic mutations of a valid request: truncations, byte flips, spliced brackets.
+  const config c;
+  const route_table routes(c);
+  const std::string seed = json{{"location", bitable},
+                                {"headers", {{"Authorization", "Bearer t-x"}}},
+                                {"params", {{"records", {{{"fields", R"({"a":[1,{"b":"c"}]})"}}}}}},
+                                {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}}
+                               .dump();
+  std::uint64_t x = 88172645463325252ull;  // xorshift64: reproducible
+  auto next = [&] { return x ^= x << 13, x ^= x >> 7, x ^= x << 17; };
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string s = seed;
+    const int edits = 1 + int(next() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const auto pos = next() % s.size();
+      switch (next() % 4) {
+        case 0:
+          s[pos] = char(next() & 0xff);
+          break;
+        case 1:
+          s.resize(pos);
+          break;
+        case 2:
+          s.insert(pos, std::string(1 + next() % 8, "[{\"'\\.*$"[next() % 8]));
+          break;
+        default:
+          s.erase(pos, 1 + next() % 6);
+          break;
+      }
+      if (s.empty()) s = "{";
+    }
+    std::variant<store::new_job, intake_error> r;
+    ASSERT_NO_THROW(r = prepare_job(s, "", routes, now)) << s;
+    accepted += std::holds_alternative<store::new_job>(r);
+  }
+  EXPECT_GT(accepted, 0);  // some mutations stay valid (e.g. inside a string)
+}
