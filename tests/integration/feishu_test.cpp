@@ -33,9 +33,7 @@ TEST(Feishu, TooManyRequestsTwiceThenSuccessCostsOneAttempt) {
   const auto row = sql_rows(
       d.db_path(), "select state, attempts, free_attempts from jobs where id = '" + id + "'");
   EXPECT_EQ(row[0], (std::vector<std::string>{"succeeded", "1", "2"}));
-  const auto tries = sql_rows(
-      d.db_path(), "select http_status, feishu_code, outcome from attempts where job_id = '" + id +
-                       "' order by n");
+  const auto tries = attempt_rows(d, id, "http_status, feishu_code, outcome");
   ASSERT_EQ(tries.size(), 3u);
   EXPECT_EQ(tries[0], (std::vector<std::string>{"200", "1254290", "rate_limited"}));
   EXPECT_EQ(tries[2], (std::vector<std::string>{"200", "0", "succeeded"}));

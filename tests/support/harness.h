@@ -54,4 +54,12 @@ inline std::string job_id(const http_answer& a) {
   return j.is_object() && j.contains("id") ? j["id"].get<std::string>() : "";
 }
 
+// The attempt log of one job, in order: the given columns of table attempts.
+inline std::vector<std::vector<std::string>> attempt_rows(const daemon_process& d,
+                                                          const std::string& id,
+                                                          const std::string& columns) {
+  return sql_rows(d.db_path(),
+                  "select " + columns + " from attempts where job_id = '" + id + "' order by n");
+}
+
 }  // namespace resendd::test
