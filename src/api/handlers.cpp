@@ -1,6 +1,5 @@
 #include "api/handlers.h"
 
-#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/url/parse.hpp>
@@ -29,10 +28,6 @@ outgoing_response json_ok(int status, const json& body) {
   return r;
 }
 
-bool constant_time_equal(const std::string& a, const std::string& b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
-
 std::string path_of(const std::string& target) { return target.substr(0, target.find('?')); }
 
 }  // namespace
@@ -44,7 +39,7 @@ bool api::authorized(const incoming_request& req) const {
   if (h.size() < 8 || strncasecmp(h.c_str(), "Bearer ", 7) != 0) return false;
   const std::string given = h.substr(7);
   bool ok = false;
-  for (const auto& t : tokens) ok = constant_time_equal(given, t) || ok;
+  for (const auto& t : tokens) ok = secret_equals(given, t) || ok;
   return ok;
 }
 

@@ -18,11 +18,20 @@ namespace {
 
 using nlohmann::json;
 
-void bind_opt(SQLite::Statement& s, int i, const std::optional<std::string>& v) {
+// NULL when absent: optional values, and text where "" means "none".
+template <class T>
+void bind_opt(SQLite::Statement& s, int i, const std::optional<T>& v) {
   if (v)
     s.bind(i, *v);
   else
     s.bind(i);
+}
+
+void bind_text_or_null(SQLite::Statement& s, int i, const std::string& v) {
+  if (v.empty())
+    s.bind(i);
+  else
+    s.bind(i, v);
 }
 
 std::optional<std::string> opt_text(const SQLite::Column& c) {
@@ -268,23 +277,11 @@ void job_store::finish(job_finish f, sys_time now, std::function<void(int)> done
         ins.bind(1, f.id);
         ins.bind(2, to_iso8601(a.started_at));
         ins.bind(3, std::int64_t(a.duration.count()));
-        if (a.http_status)
-          ins.bind(4, *a.http_status);
-        else
-          ins.bind(4);
-        if (a.feishu_code)
-          ins.bind(5, *a.feishu_code);
-        else
-          ins.bind(5);
+        bind_opt(ins, 4, a.http_status);
+        bind_opt(ins, 5, a.feishu_code);
         ins.bind(6, a.outcome);
-        if (a.error.empty())
-          ins.bind(7);
-        else
-          ins.bind(7, a.error);
-        if (a.response.empty())
-          ins.bind(8);
-        else
-          ins.bind(8, a.response);
+        bind_text_or_null(ins, 7, a.error);
+        bind_text_or_null(ins, 8, a.response);
         const int n = ins.executeStep() ? ins.getColumn(0).getInt() : 0;
         const bool final_state = f.next_state != "queued";
         SQLite::Statement up(
@@ -301,22 +298,10 @@ void job_store::finish(job_finish f, sys_time now, std::function<void(int)> done
         up.bind(5, f.counted ? 0 : 1);
         up.bind(6, f.auth_refresh ? 1 : 0);
         up.bind(7, to_iso8601(now));
-        if (final_state)
-          up.bind(8, to_iso8601(now));
-        else
-          up.bind(8);
-        if (a.http_status)
-          up.bind(9, *a.http_status);
-        else
-          up.bind(9);
-        if (f.last_error.empty())
-          up.bind(10);
-        else
-          up.bind(10, f.last_error);
-        if (a.response.empty())
-          up.bind(11);
-        else
-          up.bind(11, a.response);
+        bind_text_or_null(up, 8, final_state ? to_iso8601(now) : std::string());
+        bind_opt(up, 9, a.http_status);
+        bind_text_or_null(up, 10, f.last_error);
+        bind_text_or_null(up, 11, a.response);
         const bool changed = up.exec() == 1;
         if (changed && final_state) --active_;
         if (f.resource_key && f.key_min_gap.count() > 0) {

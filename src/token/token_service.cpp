@@ -1,6 +1,5 @@
 #include "token/token_service.h"
 
-#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/url/parse.hpp>
@@ -68,7 +67,7 @@ token_service::token_service(const config& cfg, http_client& client, const clock
 token_service::~token_service() = default;
 
 std::uint64_t token_service::exchanges() const {
-  std::lock_guard lock(const_cast<std::mutex&>(mutex_));
+  std::lock_guard lock(mutex_);
   return exchanges_;
 }
 
@@ -266,7 +265,7 @@ asio::awaitable<outgoing_response> token_service::serve(const incoming_request& 
   }
   const auto given = body["coze_api_key"].get<std::string>();
   const auto& want = cfg_.coze.app_id;
-  if (given.size() != want.size() || CRYPTO_memcmp(given.data(), want.data(), want.size()) != 0) {
+  if (!secret_equals(given, want)) {
     spdlog::info("token: refused a request with a wrong coze_api_key");
     co_return json_error(401, "unauthorized", "coze_api_key does not match");
   }

@@ -77,7 +77,7 @@ class token_service final : public credential_source {
   http_client& client_;
   const clock& clk_;
   std::optional<rsa_private_key> key_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::map<std::string, token_grant> cache_;
   std::map<std::string, std::shared_ptr<flight>> flights_;
   std::uint64_t exchanges_ = 0;

@@ -1,5 +1,6 @@
 #include "util/log.h"
 
+#include <openssl/crypto.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -32,6 +33,11 @@ std::string mask_secret(std::string_view secret) {
     out.append("***");
   out.append("(" + std::to_string(secret.size()) + " chars)");
   return out;
+}
+
+bool secret_equals(std::string_view given, std::string_view expected) {
+  return given.size() == expected.size() &&
+         CRYPTO_memcmp(given.data(), expected.data(), expected.size()) == 0;
 }
 
 bool is_secret_header(std::string_view name) {

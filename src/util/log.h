@@ -12,6 +12,8 @@ bool setup_logging(std::string_view level);
 
 // "Bearer abcd…(41 chars)" style: enough to tell two secrets apart, not enough to use one.
 std::string mask_secret(std::string_view secret);
+// Compares a presented secret with the expected one in time independent of where they differ.
+bool secret_equals(std::string_view given, std::string_view expected);
 // True for header names whose values are credentials (Authorization, Cookie, X-Api-Key, ...).
 bool is_secret_header(std::string_view name);
 
