@@ -1,5 +1,7 @@
 # Writes a C++ file holding every migration (number, name, SQL text) in order.
 set(body "// generated from migrations/*.sql; do not edit\n#include \"store/migrations.h\"\nnamespace resendd::store {\nconst std::vector<migration>& embedded_migrations() {\n  static const std::vector<migration> all = {\n")
+file(GLOB FILES ${DIR}/*.sql)
+list(SORT FILES)
 foreach(f ${FILES})
   get_filename_component(name ${f} NAME)
   string(REGEX MATCH "^[0-9]+" num ${name})

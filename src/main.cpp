@@ -8,12 +8,15 @@
 #include <boost/asio/use_future.hpp>
 #include <boost/url/parse.hpp>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "app/app.h"
 #include "config/config.h"
 #include "http/client.h"
-#include "store/job_store.h"
+#include "queue/queue_service.h"
+#include "store/db_lock.h"
+#include "store/sqlite_store.h"
 #include "token/jwt.h"
 #include "token/token_service.h"
 #include "util/log.h"
@@ -27,8 +30,10 @@ namespace {
 struct cli_state {
   std::string config_file;
   std::string state, id, older_than, url = "http://127.0.0.1:9000/healthz";
+  std::string purge_states = "succeeded,cancelled";
   int limit = 50;
   bool all_dead = false;
+  bool force = false;
   // token flags (override [coze])
   std::string key_file, kid, app_id, aud;
   int ttl = 3600;
@@ -60,36 +65,121 @@ T run_once(F make) {
   return fut.get();
 }
 
+store::sqlite_options store_options(const config& cfg, bool read_only) {
+  store::sqlite_options o;
+  o.path = cfg.store.path;
+  o.max_queue_depth = cfg.store.max_queue_depth;
+  o.busy_timeout = cfg.store.busy_timeout;
+  o.read_only = read_only;
+  return o;
+}
+
+// Prints an admin answer ({"id","state"} / {"count"} / {"error","code"}); exit code 0 on 2xx.
+int print_answer(int status, const std::string& body, const std::string& what) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (status >= 200 && status < 300) {
+    if (j.is_object() && j.contains("count"))
+      std::cout << j["count"].dump() << " job(s) " << what << "\n";
+    else if (j.is_object() && j.contains("id"))
+      std::cout << what << " " << j["id"].get<std::string>() << "\n";
+    return 0;
+  }
+  const std::string msg = j.is_object() && j.contains("error") && j["error"].is_string()
+                              ? j["error"].get<std::string>()
+                              : body;
+  std::cerr << msg << "\n";
+  return 1;
+}
+
+int print_result(const store::action_result& r, const std::string& id, const std::string& what) {
+  using st = store::action_result::status;
+  switch (r.what) {
+    case st::done:
+      if (id.empty())
+        std::cout << r.count << " job(s) " << what << "\n";
+      else
+        std::cout << what << " " << id << "\n";
+      return 0;
+    case st::not_found:
+      std::cerr << "no job " << id << "\n";
+      return 1;
+    default:
+      std::cerr << r.message << "\n";
+      return 1;
+  }
+}
+
+// A command that changes jobs goes through the running daemon when one holds the database (it
+// owns the queue), else straight to the file, holding the lock meanwhile.
+int change_jobs(const std::string& which, const cli_state& s, const config& cfg) {
+  std::optional<millis> older;
+  if (which == "purge") {
+    older = parse_duration(s.older_than);
+    if (!older) return std::cerr << "--older-than takes a duration like 7d\n", 2;
+  }
+  if (which != "purge" && !s.all_dead && s.id.empty())
+    return std::cerr << "give a job id" << (which == "retry" ? " or --state dead" : "") << "\n", 2;
+  const std::string what = which == "retry" ? "queued" : which == "cancel" ? "cancelled" : "purged";
+  store::lock_holder holder;
+  auto lock = store::database_lock::try_acquire(cfg.store.path, &holder);
+  if (!lock) {
+    if (holder.url.empty())
+      return std::cerr << "a resendd (pid " << holder.pid << ") holds " << cfg.store.path
+                       << " but is not listening yet; try again\n",
+             1;
+    std::string target = which == "purge" ? "/jobs/purge?older_than=" + s.older_than +
+                                                "&state=" + s.purge_states
+                         : s.all_dead     ? "/jobs/retry?state=dead"
+                                          : "/jobs/" + s.id + "/" + which;
+    if (which == "retry" && s.force && !s.all_dead) target += "?force=true";
+    auto r = run_once<attempt_result>([&](asio::io_context& io) -> asio::awaitable<attempt_result> {
+      http_client client(io.get_executor(), client_options{});
+      outbound_request req;
+      req.method = "POST";
+      req.url = holder.url + target;
+      if (!cfg.server.api_tokens.empty())
+        req.headers.emplace_back("Authorization", "Bearer " + cfg.server.api_tokens.front());
+      req.timeout = std::chrono::hours(1);  // a purge of millions of jobs takes a while
+      req.allow_private = true;
+      co_return co_await client.send(req);
+    });
+    if (!r.answered())
+      return std::cerr << "the daemon (pid " << holder.pid << ") did not answer: " << r.error << "\n",
+             1;
+    return print_answer(r.status, r.body, what);
+  }
+  system_clock_source clk;
+  store::sqlite_store st(store_options(cfg, false), clk.now());
+  queue_service q(st, nullptr, clk, queue_timeouts{});
+  auto r = run_once<store::action_result>(
+      [&](asio::io_context&) -> asio::awaitable<store::action_result> {
+        if (which == "retry")
+          co_return s.all_dead ? co_await q.retry_dead() : co_await q.retry(s.id, s.force);
+        if (which == "cancel") co_return co_await q.cancel(s.id);
+        std::vector<std::string> states;
+        std::stringstream in(s.purge_states);
+        for (std::string one; std::getline(in, one, ',');) states.push_back(one);
+        co_return co_await q.purge(*older, states);
+      });
+  st.close();
+  return print_result(r, s.all_dead || which == "purge" ? "" : s.id, what);
+}
+
 int cmd_jobs(const std::string& which, const cli_state& s) {
   const auto cfg = load(s);
+  if (which != "list" && which != "show") return change_jobs(which, s, cfg);
+  // Reads go to the file, read-only, even while a daemon runs (WAL lets them).
   system_clock_source clk;
-  store::job_store st(cfg.store.path, cfg.store.max_queue_depth, clk.now());
-  if (which == "list") return print_json(st.list(s.state, s.limit));
-  if (which == "show") {
-    auto j = st.job(s.id);
-    if (!j) return std::cerr << "no job " << s.id << "\n", 1;
-    mask_job_secrets(*j);
-    return print_json(*j);
-  }
-  if (which == "retry") {
-    if (s.all_dead)
-      return std::cout << st.retry_dead(clk.now()) << " dead job(s) queued again\n", 0;
-    if (s.id.empty()) return std::cerr << "give a job id or --state dead\n", 2;
-    if (!st.retry(s.id, clk.now()))
-      return std::cerr << "job " << s.id << " is not dead or cancelled\n", 1;
-    return std::cout << "queued " << s.id << "\n", 0;
-  }
-  if (which == "cancel") {
-    if (!st.cancel(s.id, clk.now()))
-      return std::cerr << "job " << s.id << " is not queued or delivering\n", 1;
-    return std::cout << "cancelled " << s.id << "\n", 0;
-  }
-  if (which == "purge") {
-    auto d = parse_duration(s.older_than);
-    if (!d) return std::cerr << "--older-than takes a duration like 7d\n", 2;
-    return std::cout << st.purge_finished_before(clk.now() - *d) << " job(s) purged\n", 0;
-  }
-  return 2;
+  store::sqlite_store st(store_options(cfg, true), clk.now());
+  queue_service q(st, nullptr, clk, queue_timeouts{});
+  auto r = run_once<store::read_result>([&](asio::io_context&) -> asio::awaitable<store::read_result> {
+    if (which == "list") co_return co_await q.list(s.state, s.limit);
+    co_return co_await q.job(s.id);
+  });
+  if (!r.error.empty()) return std::cerr << r.error << "\n", 1;
+  if (!r.value) return std::cerr << "no job " << s.id << "\n", 1;
+  if (which == "show") mask_job_secrets(*r.value);
+  return print_json(*r.value);
 }
 
 int cmd_token(bool exchange, const cli_state& s) {
@@ -154,10 +244,13 @@ int main(int argc, char** argv) {
   jr->add_option("id", s.id);
   std::string retry_state;
   jr->add_option("--state", retry_state, "dead: every dead job")->check(CLI::IsMember({"dead"}));
+  jr->add_flag("--force", s.force, "also a job that died \"needs reconciliation\"");
   auto* jc = jobs->add_subcommand("cancel", "cancel a queued job");
   jc->add_option("id", s.id)->required();
-  auto* jp = jobs->add_subcommand("purge", "delete finished jobs");
+  auto* jp = jobs->add_subcommand("purge", "delete finished jobs, 1,000 a transaction");
   jp->add_option("--older-than", s.older_than, "duration, e.g. 7d")->required();
+  jp->add_option("--state", s.purge_states,
+                 "comma-separated: succeeded, cancelled (the default), dead");
   auto* token = cli.add_subcommand("token", "Coze JWT tools");
   token->require_subcommand(1);
   auto* tm = token->add_subcommand("mint", "print a signed JWT");
@@ -199,7 +292,14 @@ int main(int argc, char** argv) {
     if (!setup_logging(cfg.log.level)) return std::cerr << "bad log level\n", 2;
     if (*migrate) {
       system_clock_source clk;
-      store::job_store st(cfg.store.path, cfg.store.max_queue_depth, clk.now());
+      store::lock_holder holder;
+      auto lock = store::database_lock::try_acquire(cfg.store.path, &holder);
+      if (!lock)
+        return std::cerr << "a resendd (pid " << holder.pid << ") is serving " << cfg.store.path
+                         << "; it applied its migrations at start\n",
+               1;
+      store::sqlite_store st(store_options(cfg, false), clk.now());
+      st.close();
       std::cout << "database " << cfg.store.path << " is up to date\n";
       return 0;
     }

@@ -3,21 +3,23 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/url/parse.hpp>
+#include <map>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <sstream>
 
 #include "http/server.h"
 #include "queue/dispatcher.h"
 #include "queue/intake.h"
-#include "store/job_store.h"
-#include "util/await.h"
+#include "queue/queue_service.h"
+#include "token/token_service.h"
+#include "util/json_depth.h"
 #include "util/log.h"
 
 namespace resendd {
 
 namespace asio = boost::asio;
 using nlohmann::json;
+using store::action_result;
 
 namespace {
 
@@ -29,6 +31,43 @@ outgoing_response json_ok(int status, const json& body) {
 }
 
 std::string path_of(const std::string& target) { return target.substr(0, target.find('?')); }
+
+// The query parameters of a request target (decoded); nullopt when it does not parse.
+std::optional<std::map<std::string, std::string>> query_of(const std::string& target) {
+  auto parsed = boost::urls::parse_origin_form(target);
+  if (!parsed) return std::nullopt;
+  std::map<std::string, std::string> out;
+  for (const auto& p : parsed->params()) out[std::string(p.key)] = std::string(p.value);
+  return out;
+}
+
+outgoing_response unavailable(std::string_view code, const std::string& message, int retry_after) {
+  auto r = json_error(503, code, message);
+  r.headers.emplace_back("Retry-After", std::to_string(retry_after));
+  return r;
+}
+
+// Maps an admin action's result to HTTP.
+outgoing_response action_answer(const action_result& r, const std::string& id) {
+  switch (r.what) {
+    case action_result::status::done:
+      return json_ok(200, id.empty() ? json{{"count", r.count}}
+                                     : json{{"id", id}, {"state", r.state}});
+    case action_result::status::not_found:
+      return json_error(404, "not_found", "no job with that id");
+    case action_result::status::conflict:
+      return json_error(409, "conflict", r.message);
+    case action_result::status::failed:
+      break;
+  }
+  spdlog::error("admin action failed: {}", r.message);
+  return unavailable("store_failed", "the store could not do it: " + r.message, 5);
+}
+
+bool is_true(const std::map<std::string, std::string>& q, const std::string& key) {
+  auto it = q.find(key);
+  return it != q.end() && (it->second == "true" || it->second == "1");
+}
 
 }  // namespace
 
@@ -47,16 +86,13 @@ asio::awaitable<outgoing_response> api::handle(incoming_request req) {
   const std::string path = path_of(req.target);
   const auto& m = req.method;
   if (path == "/healthz" && m == "GET") co_return json_ok(200, {{"status", "ok"}});
-  if (path == "/readyz" && m == "GET") {
-    if (s_.store.writable()) co_return json_ok(200, {{"status", "ready"}});
-    co_return json_error(503, "store_unavailable", "the store is not writable");
-  }
+  if (path == "/readyz" && m == "GET") co_return co_await readyz();
   if (path == "/metrics" && m == "GET") co_return metrics();
   if (path == "/token") {
     if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
-    if (!s_.token)
+    if (!s_.tokens || !s_.tokens->coze_configured())
       co_return json_error(503, "not_configured", "the token module is not configured");
-    co_return co_await s_.token(req);
+    co_return co_await token(req);
   }
   const bool is_jobs = path == "/jobs" || path.starts_with("/jobs/");
   if (path != "/resend" && !is_jobs) co_return json_error(404, "not_found", "no such endpoint");
@@ -70,26 +106,17 @@ asio::awaitable<outgoing_response> api::handle(incoming_request req) {
     if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
     co_return co_await resend(req);
   }
-  if (path == "/jobs") {
-    if (m != "GET") co_return json_error(405, "method_not_allowed", "use GET");
-    const auto q = req.target.find('?');
-    co_return jobs(q == std::string::npos ? "" : req.target.substr(q + 1));
-  }
-  // /jobs/{id} and /jobs/{id}/{action}
-  const std::string rest = path.substr(6);
-  const auto slash = rest.find('/');
-  const std::string id = rest.substr(0, slash);
-  if (slash == std::string::npos) {
-    if (m != "GET") co_return json_error(405, "method_not_allowed", "use GET");
-    co_return job(id);
-  }
-  if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
-  co_return job_action(id, rest.substr(slash + 1));
+  co_return co_await jobs(req, path);
+}
+
+asio::awaitable<outgoing_response> api::readyz() {
+  const auto r = co_await s_.queue.ready();
+  if (r.ready) co_return json_ok(200, {{"status", "ready"}});
+  co_return json_error(503, "not_ready", r.reason);
 }
 
 asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
-  const auto now = s_.clk.now();
-  auto prepared = prepare_job(req.body, req.header("idempotency-key"), s_.routes, now);
+  auto prepared = prepare_job(req.body, req.header("idempotency-key"), s_.routes, s_.clk.now());
   if (auto* e = std::get_if<intake_error>(&prepared)) {
     spdlog::info("resend refused ({} {}): {}", e->status, e->code, e->message);
     co_return json_error(e->status, e->code, e->message);
@@ -97,90 +124,191 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
   auto& job = std::get<store::new_job>(prepared);
   const std::string route = job.route;
   // The answer waits for the commit that holds the job: a 202 means it is on disk.
-  auto r = co_await await_callback<store::enqueue_result>(
-      [&](auto done) { s_.store.enqueue(std::move(job), now, std::move(done)); });
+  auto r = co_await s_.queue.enqueue(std::move(job));
   using st = store::enqueue_result::status;
   switch (r.what) {
     case st::queued:
     case st::existing: {
-      if (r.what == st::queued) {
-        s_.dispatch.wake();
-        spdlog::info("job {} queued on route {}", r.id, route);
-      }
+      if (r.what == st::queued) spdlog::info("job {} queued on route {}", r.id, route);
       auto res = json_ok(202, {{"id", r.id}, {"state", r.state}});
       res.headers.emplace_back("Location", "/jobs/" + r.id);
       co_return res;
     }
-    case st::full: {
-      spdlog::warn("resend refused: the queue is full ({} jobs)", s_.store.active());
-      auto res = json_error(503, "queue_full", "the queue is full; try again later");
-      res.headers.emplace_back("Retry-After", "30");
-      co_return res;
-    }
+    case st::full:
+      spdlog::warn("resend refused: the queue is full ({} jobs)", s_.queue.active());
+      co_return unavailable("queue_full", "the queue is full; try again later", 30);
+    case st::busy:
+      spdlog::warn("resend refused: {}", r.error);
+      co_return unavailable("store_busy", "the store is busy (" + r.error + "); nothing was stored",
+                            1);
     case st::failed:
       spdlog::error("resend: storing the job failed: {}", r.error);
-      auto res = json_error(503, "store_failed", "the job could not be stored; try again");
-      res.headers.emplace_back("Retry-After", "5");
-      co_return res;
+      co_return unavailable("store_failed", "the job could not be stored; try again", 5);
   }
   co_return json_error(500, "internal", "internal error");
 }
 
-outgoing_response api::job(const std::string& id) {
-  auto j = s_.store.job(id);
-  if (!j) return json_error(404, "not_found", "no job with that id");
-  mask_job_secrets(*j);
-  return json_ok(200, *j);
+asio::awaitable<outgoing_response> api::jobs(const incoming_request& req,
+                                             const std::string& path) {
+  const auto& m = req.method;
+  if (path == "/jobs") {
+    if (m != "GET") co_return json_error(405, "method_not_allowed", "use GET");
+    co_return co_await list(req.target);
+  }
+  // /jobs/{id}, /jobs/{id}/{action}, /jobs/retry, /jobs/purge
+  const std::string rest = path.substr(6);
+  const auto slash = rest.find('/');
+  const std::string id = rest.substr(0, slash);
+  if (slash == std::string::npos) {
+    if (m == "POST" && (id == "retry" || id == "purge")) co_return co_await bulk_action(id, req.target);
+    if (m != "GET") co_return json_error(405, "method_not_allowed", "use GET");
+    co_return co_await job(id);
+  }
+  if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
+  co_return co_await job_action(id, rest.substr(slash + 1), req.target);
 }
 
-outgoing_response api::jobs(const std::string& query) {
+asio::awaitable<outgoing_response> api::job(const std::string& id) {
+  auto r = co_await s_.queue.job(id);
+  if (!r.error.empty()) co_return unavailable("store_failed", r.error, 1);
+  if (!r.value) co_return json_error(404, "not_found", "no job with that id");
+  mask_job_secrets(*r.value);
+  co_return json_ok(200, *r.value);
+}
+
+asio::awaitable<outgoing_response> api::list(const std::string& target) {
+  const auto q = query_of(target);
+  if (!q) co_return json_error(400, "bad_query", "malformed query string");
   std::string state;
   int limit = 50;
-  auto target = boost::urls::parse_origin_form("/jobs?" + query);
-  if (!target) return json_error(400, "bad_query", "malformed query string");
-  for (const auto& p : target->params()) {
-    if (p.key == "state")
-      state = p.value;
-    else if (p.key == "limit") {
+  for (const auto& [key, value] : *q) {
+    if (key == "state") {
+      state = value;
+    } else if (key == "limit") {
+      std::size_t used = 0;
       try {
-        limit = std::stoi(p.value);
+        limit = std::stoi(value, &used);
       } catch (...) {
-        return json_error(400, "bad_query", "limit must be a number");
+        used = 0;
       }
+      if (used == 0 || used != value.size() || limit < 1 || limit > 1000)
+        co_return json_error(400, "bad_query", "limit must be a whole number from 1 to 1000");
+    } else {
+      co_return json_error(400, "bad_query", "unknown parameter (state and limit are known)");
     }
   }
-  static const std::set<std::string> states = {"",          "queued", "delivering",
-                                               "succeeded", "dead",   "cancelled"};
-  if (!states.count(state)) return json_error(400, "bad_query", "unknown state");
-  limit = std::clamp(limit, 1, 1000);
-  auto list = s_.store.list(state, limit);
-  return json_ok(200, {{"jobs", list}});
+  if (!state.empty() &&
+      std::find(store::job_states.begin(), store::job_states.end(), state) ==
+          store::job_states.end())
+    co_return json_error(400, "bad_query",
+                         "state must be queued, delivering, succeeded, dead or cancelled");
+  auto r = co_await s_.queue.list(state, limit);
+  if (!r.value) co_return unavailable("store_failed", r.error, 1);
+  co_return json_ok(200, {{"jobs", *r.value}});
 }
 
-outgoing_response api::job_action(const std::string& id, const std::string& action) {
-  const auto now = s_.clk.now();
+asio::awaitable<outgoing_response> api::job_action(const std::string& id,
+                                                   const std::string& action,
+                                                   const std::string& target) {
+  const auto q = query_of(target);
+  if (!q) co_return json_error(400, "bad_query", "malformed query string");
   if (action == "retry") {
-    if (!s_.store.retry(id, now))
-      return json_error(409, "not_retryable", "only dead or cancelled jobs can be retried");
-    s_.dispatch.wake();
-    spdlog::info("job {} queued again by an operator", id);
-    return json_ok(200, {{"id", id}, {"state", "queued"}});
+    auto r = co_await s_.queue.retry(id, is_true(*q, "force"));
+    if (r.what == action_result::status::done)
+      spdlog::info("job {} queued again by an operator", id);
+    co_return action_answer(r, id);
   }
   if (action == "cancel") {
-    if (!s_.store.cancel(id, now))
-      return json_error(409, "not_cancellable", "only queued or delivering jobs can be cancelled");
-    spdlog::info("job {} cancelled by an operator", id);
-    return json_ok(200, {{"id", id}, {"state", "cancelled"}});
+    auto r = co_await s_.queue.cancel(id);
+    if (r.what == action_result::status::done) spdlog::info("job {} cancelled by an operator", id);
+    co_return action_answer(r, id);
   }
-  return json_error(404, "not_found", "no such action");
+  co_return json_error(404, "not_found", "no such action");
 }
 
+asio::awaitable<outgoing_response> api::bulk_action(const std::string& action,
+                                                    const std::string& target) {
+  const auto q = query_of(target);
+  if (!q) co_return json_error(400, "bad_query", "malformed query string");
+  if (action == "retry") {
+    if (!q->count("state") || q->at("state") != "dead")
+      co_return json_error(400, "bad_query", "POST /jobs/retry takes state=dead");
+    auto r = co_await s_.queue.retry_dead();
+    if (r.what == action_result::status::done)
+      spdlog::info("{} dead job(s) queued again by an operator", r.count);
+    co_return action_answer(r, "");
+  }
+  // purge: older_than=DURATION, state=succeeded,cancelled (default) | any of them and dead
+  const auto older = q->count("older_than") ? parse_duration(q->at("older_than")) : std::nullopt;
+  if (!older) co_return json_error(400, "bad_query", "older_than takes a duration like 7d");
+  std::vector<std::string> states;
+  std::string list = q->count("state") ? q->at("state") : "succeeded,cancelled";
+  for (std::size_t pos = 0; pos <= list.size();) {
+    const auto comma = std::min(list.find(',', pos), list.size());
+    const std::string s = list.substr(pos, comma - pos);
+    if (s != "succeeded" && s != "dead" && s != "cancelled")
+      co_return json_error(400, "bad_query", "state lists succeeded, dead or cancelled");
+    states.push_back(s);
+    pos = comma + 1;
+  }
+  spdlog::info("purge of {} jobs older than {} started by an operator", list,
+               format_duration(*older));
+  co_return action_answer(co_await s_.queue.purge(*older, states), "");
+}
+
+asio::awaitable<outgoing_response> api::token(const incoming_request& req) {
+  auto body = json_depth_within(req.body) ? json::parse(req.body, nullptr, false)
+                                          : json(json::value_t::discarded);
+  if (body.is_discarded() || !body.is_object())
+    co_return json_error(400, "bad_json", "body must be a JSON object");
+  if (!body.contains("public_key") || !body["public_key"].is_string() ||
+      body["public_key"].get<std::string>().empty())
+    co_return json_error(400, "bad_request", "public_key is required (the Coze public key id)");
+  if (!body.contains("coze_api_key") || !body["coze_api_key"].is_string())
+    co_return json_error(400, "bad_request", "coze_api_key is required");
+  int duration = coze_default_token_seconds;
+  if (body.contains("duration_seconds") && !body["duration_seconds"].is_null()) {
+    if (!body["duration_seconds"].is_number_integer() ||
+        body["duration_seconds"].get<std::int64_t>() < 1)
+      co_return json_error(400, "bad_request", "duration_seconds must be a positive integer");
+    duration = int(std::min<std::int64_t>(body["duration_seconds"].get<std::int64_t>(),
+                                          coze_default_token_seconds));
+  }
+  if (!secret_equals(body["coze_api_key"].get<std::string>(), s_.cfg.coze.app_id)) {
+    spdlog::info("token: refused a request with a wrong coze_api_key");
+    co_return json_error(401, "unauthorized", "coze_api_key does not match");
+  }
+  const std::string kid = body["public_key"].get<std::string>();
+  auto g = co_await s_.tokens->coze_token(kid, duration);
+  outgoing_response r;
+  if (g.status != 0) {
+    spdlog::warn("token: {}", g.error);
+    r.status = g.status;
+    r.body = g.body.dump();
+    co_return r;
+  }
+  r.body = json{{"access_token", g.token},
+                {"expires_in", g.body.value("expires_in", json(nullptr))},
+                {"token_type", g.body.value("token_type", std::string("Bearer"))}}
+               .dump();
+  co_return r;
+}
+
+// From counters kept in memory (moved at every commit): no table scan, no store call.
 outgoing_response api::metrics() {
   std::ostringstream o;
-  o << "# HELP resendd_jobs Jobs in the store by state.\n# TYPE resendd_jobs gauge\n";
-  const auto counts = s_.store.counts();
-  for (const auto& [state, n] : counts.items())
-    o << "resendd_jobs{state=\"" << state << "\"} " << n.get<std::int64_t>() << "\n";
+  o << "# HELP resendd_jobs Jobs in the store by state and route.\n# TYPE resendd_jobs gauge\n";
+  const auto counts = s_.queue.counts();
+  std::map<std::string, std::int64_t> by_state;
+  for (const auto* st : store::job_states) by_state[st] = 0;
+  for (const auto& [k, n] : counts) {
+    o << "resendd_jobs{state=\"" << k.first << "\",route=\"" << k.second << "\"} " << n << "\n";
+    by_state[k.first] += n;
+  }
+  o << "# HELP resendd_jobs_total_by_state Jobs in the store by state, all routes.\n"
+    << "# TYPE resendd_jobs_total_by_state gauge\n";
+  for (const auto& [state, n] : by_state)
+    o << "resendd_jobs_total_by_state{state=\"" << state << "\"} " << n << "\n";
   o << "# HELP resendd_deliveries_in_flight Deliveries in flight.\n# TYPE "
        "resendd_deliveries_in_flight gauge\n"
     << "resendd_deliveries_in_flight " << s_.dispatch.in_flight() << "\n"
@@ -189,7 +317,7 @@ outgoing_response api::metrics() {
     << "resendd_attempts_total " << s_.dispatch.delivered() << "\n"
     << "# HELP resendd_store_commits_total Store transactions committed since start.\n"
     << "# TYPE resendd_store_commits_total counter\nresendd_store_commits_total "
-    << s_.store.batches() << "\n";
+    << s_.queue.commits() << "\n";
   outgoing_response r;
   r.body = o.str();
   r.content_type = "text/plain; version=0.0.4";

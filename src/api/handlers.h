@@ -1,7 +1,10 @@
 #pragma once
 // The HTTP API: thin handlers that parse, call a service and translate the answer to HTTP.
 // Routes: POST /resend, POST /token, GET /jobs, GET /jobs/{id}, POST /jobs/{id}/retry,
-// POST /jobs/{id}/cancel, GET /healthz, GET /readyz, GET /metrics.
+// POST /jobs/{id}/cancel, POST /jobs/retry?state=dead, POST /jobs/purge, GET /healthz,
+// GET /readyz, GET /metrics.
+// Handlers reach the queue only through queue_service (never the store) and never block: every
+// store call is awaited with a deadline.
 #include <boost/asio/awaitable.hpp>
 #include <functional>
 
@@ -11,22 +14,18 @@
 
 namespace resendd {
 
-namespace store {
-class job_store;
-}
+class queue_service;
 class route_table;
 class dispatcher;
-
-using token_handler =
-    std::function<boost::asio::awaitable<outgoing_response>(const incoming_request&)>;
+class token_service;
 
 struct api_services {
   const config& cfg;
-  store::job_store& store;
+  queue_service& queue;
   const route_table& routes;
-  dispatcher& dispatch;
+  const dispatcher& dispatch;  // figures for /metrics
   const clock& clk;
-  token_handler token;  // null: /token answers 503 (not configured)
+  token_service* tokens;  // null: /token answers 503 (not configured)
 };
 
 class api {
@@ -36,9 +35,17 @@ class api {
 
  private:
   boost::asio::awaitable<outgoing_response> resend(const incoming_request& req);
-  outgoing_response job(const std::string& id);
-  outgoing_response jobs(const std::string& query);
-  outgoing_response job_action(const std::string& id, const std::string& action);
+  boost::asio::awaitable<outgoing_response> token(const incoming_request& req);
+  boost::asio::awaitable<outgoing_response> jobs(const incoming_request& req,
+                                                 const std::string& path);
+  boost::asio::awaitable<outgoing_response> job(const std::string& id);
+  boost::asio::awaitable<outgoing_response> list(const std::string& target);
+  boost::asio::awaitable<outgoing_response> job_action(const std::string& id,
+                                                       const std::string& action,
+                                                       const std::string& target);
+  boost::asio::awaitable<outgoing_response> bulk_action(const std::string& action,
+                                                        const std::string& target);
+  boost::asio::awaitable<outgoing_response> readyz();
   outgoing_response metrics();
   bool authorized(const incoming_request& req) const;
 

@@ -16,8 +16,10 @@
 #include "http/client.h"
 #include "http/server.h"
 #include "queue/dispatcher.h"
+#include "queue/queue_service.h"
 #include "queue/routes.h"
-#include "store/job_store.h"
+#include "store/db_lock.h"
+#include "store/sqlite_store.h"
 #include "token/token_service.h"
 
 namespace resendd {
@@ -64,11 +66,28 @@ int run_daemon(const config& cfg, const clock& clk) {
     throw std::runtime_error("server.listen: refusing to listen on " + host +
                              " without server.api_tokens (or allow_unauthenticated_public = true)");
 
+  // One daemon per database, decided before anything touches the queue: a second one must not
+  // re-queue the first one's deliveries.
+  store::lock_holder holder;
+  auto lock = store::database_lock::try_acquire(cfg.store.path, &holder);
+  if (!lock)
+    throw std::runtime_error("another resendd" +
+                             (holder.pid ? " (pid " + std::to_string(holder.pid) + ")"
+                                         : std::string()) +
+                             " is serving " + cfg.store.path + "; refusing to start");
+
   // Order matters: the store outlives everything that posts to it; the io_context outlives the
   // store, whose writer posts completions onto it.
   asio::io_context io{1};
-  store::job_store store(cfg.store.path, cfg.store.max_queue_depth, clk.now());
-  if (int n = store.requeue_delivering(clk.now()))
+  store::sqlite_options so;
+  so.path = cfg.store.path;
+  so.max_queue_depth = cfg.store.max_queue_depth;
+  so.max_pending_writes = std::size_t(cfg.store.max_pending_writes);
+  so.busy_timeout = cfg.store.busy_timeout;
+  store::sqlite_store store(so, clk.now());
+  // We hold the lock: whatever is delivering was cut off by a process that is gone. Its attempt
+  // stays counted, so a job that kills the daemon dies after max_attempts restarts.
+  if (int n = store.requeue_delivering(clk.now(), false))
     spdlog::warn("store: {} job(s) were being delivered when resendd last stopped; queued again",
                  n);
   route_table routes(cfg);
@@ -78,8 +97,8 @@ int run_daemon(const config& cfg, const clock& clk) {
   http_client client(io.get_executor(), copts);
   token_service tokens(cfg, client, clk);
   dispatcher dispatch(io, store, routes, client, clk, cfg, &tokens);
-  api handlers({cfg, store, routes, dispatch, clk,
-                tokens.coze_configured() ? tokens.handler() : token_handler{}});
+  queue_service queue(store, &dispatch, clk, queue_timeouts{cfg.store.commit_timeout});
+  api handlers({cfg, queue, routes, dispatch, clk, &tokens});
   server_options sopts{host,
                        port,
                        cfg.server.max_body_bytes,
@@ -118,6 +137,8 @@ int run_daemon(const config& cfg, const clock& clk) {
   });
 
   const auto bound = server.start();
+  lock->publish("http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                std::to_string(bound));
   spdlog::info("listening on {}:{} (store {}, {} route(s), concurrency {})",
                host.find(':') != std::string::npos ? "[" + host + "]" : host, bound, cfg.store.path,
                routes.all().size(), cfg.delivery.defaults.concurrency);
@@ -128,9 +149,11 @@ int run_daemon(const config& cfg, const clock& clk) {
   // not thread-safe, and the heavy work (SQLite commits) has its own thread in the store writer.
   io.run();
 
-  // Deliveries cut off by the deadline go back to the queue; the writer then drains and stops.
-  if (int n = store.requeue_delivering(clk.now()))
+  // Deliveries cut off by the deadline go back to the queue with their attempt given back; the
+  // writer then drains, checkpoints the WAL into the database file and stops.
+  if (int n = store.requeue_delivering(clk.now(), true))
     spdlog::warn("shutdown: {} job(s) queued again", n);
+  store.close();
   spdlog::info("stopped");
   return 0;
 }

@@ -203,6 +203,9 @@ void read_document(const toml::value& root, config& c, problems& errs) {
     table_reader t(*v, "store", errs);
     t.string("path", c.store.path);
     t.integer("max_queue_depth", c.store.max_queue_depth, 1, std::int64_t(1) << 40);
+    t.integer("max_pending_writes", c.store.max_pending_writes, 1, 10'000'000);
+    t.duration("commit_timeout", c.store.commit_timeout, millis{1});
+    t.duration("busy_timeout", c.store.busy_timeout, millis{0});
     t.finish();
   }
   if (auto* v = section("delivery")) {
@@ -420,7 +423,10 @@ std::string render_config(const config& c) {
     << "\nmax_connections = " << c.server.max_connections
     << "\nread_timeout = " << quote(format_duration(c.server.read_timeout)) << "\n\n";
   o << "[store]\npath = " << quote(c.store.path)
-    << "\nmax_queue_depth = " << c.store.max_queue_depth << "\n\n";
+    << "\nmax_queue_depth = " << c.store.max_queue_depth
+    << "\nmax_pending_writes = " << c.store.max_pending_writes
+    << "\ncommit_timeout = " << quote(format_duration(c.store.commit_timeout))
+    << "\nbusy_timeout = " << quote(format_duration(c.store.busy_timeout)) << "\n\n";
   const auto& d = c.delivery.defaults;
   o << "[delivery]\nconcurrency = " << d.concurrency
     << "\nrequest_timeout = " << quote(format_duration(d.request_timeout))

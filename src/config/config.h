@@ -61,6 +61,9 @@ struct config {
   struct store_section {
     std::string path = "var/resendd.db";
     std::int64_t max_queue_depth = 1'000'000;  // queued + delivering; then /resend answers 503
+    int max_pending_writes = 20'000;  // writes waiting for the writer; then /resend answers 503
+    millis commit_timeout{5'000};     // /resend waits this long for its commit, then 503
+    millis busy_timeout{5'000};       // a write waits this long for another process's lock
   } store;
   struct delivery_section {
     route_settings defaults;

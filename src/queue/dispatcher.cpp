@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -15,7 +14,7 @@
 #include "queue/json_path.h"
 #include "queue/retry_policy.h"
 #include "queue/routes.h"
-#include "store/job_store.h"
+#include "store/queue_store.h"
 #include "token/credentials.h"
 #include "util/await.h"
 #include "util/log.h"
@@ -30,11 +29,23 @@ namespace {
 constexpr int max_claim_batch = 256;
 constexpr std::size_t stored_response_bytes = 4096;
 constexpr millis idle_poll{1000};  // safety net: look for due jobs at least this often
+constexpr millis finish_retry_first{100};
+constexpr millis finish_retry_cap{5'000};
+
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+    return "unknown error";
+  }
+}
 }  // namespace
 
 struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   asio::io_context& io;
-  store::job_store& store;
+  store::queue_store& store;
   const route_table& routes;
   http_client& client;
   const clock& clk;
@@ -44,13 +55,15 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   asio::steady_timer timer;
   std::atomic<int> in_flight{0};
   std::atomic<std::uint64_t> delivered{0};
+  std::atomic<bool> loop_alive{false};
   bool wake_pending = false;      // io thread only
   bool stopping = false;          // io thread only
   std::function<void()> drained;  // io thread only
   std::vector<store::route_limits> limits;
+  std::size_t rotation = 0;  // io thread only
   millis lease{0};
 
-  impl(asio::io_context& i, store::job_store& s, const route_table& r, http_client& c,
+  impl(asio::io_context& i, store::queue_store& s, const route_table& r, http_client& c,
        const clock& k, const config& g, credential_source* cr)
       : io(i),
         store(s),
@@ -68,32 +81,41 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     lease += millis{60'000};  // longer than any attempt: a live delivery never loses its lease
   }
 
+  void start_claim_loop() {
+    loop_alive = true;
+    asio::co_spawn(ex, claim_loop(), [self = shared_from_this()](std::exception_ptr e) {
+      if (!e) return;
+      self->loop_alive = false;
+      spdlog::error("dispatcher: the claim loop failed ({}); restarting it in 1s", what_of(e));
+      auto t = std::make_shared<asio::steady_timer>(self->ex, std::chrono::seconds(1));
+      t->async_wait([self, t](const boost::system::error_code&) {
+        if (!self->stopping) self->start_claim_loop();
+      });
+    });
+  }
+
   asio::awaitable<void> claim_loop() {
     auto self = shared_from_this();
     const int concurrency = cfg.delivery.defaults.concurrency;
     while (!stopping) {
       wake_pending = false;
       const int free = concurrency - in_flight.load();
-      int want = std::min(free, max_claim_batch);
+      const int want = std::min(free, max_claim_batch);
+      millis wait = idle_poll;
       if (want > 0) {
-        auto jobs = co_await await_callback<std::vector<store::claimed_job>>(
-            [&](auto done) { store.claim(clk.now(), lease, want, limits, std::move(done)); });
-        for (auto& j : jobs) {
-          ++in_flight;
-          asio::co_spawn(io, deliver(std::move(j)), asio::detached);
-        }
-        // Claim again while claims return jobs: more may be due (a key yields one per claim).
-        if (!jobs.empty() && int(jobs.size()) < free) continue;
+        store::claim_request req{clk.now(), lease, want, limits, rotation++};
+        auto r = co_await await_callback<store::claim_result>(
+            [&](auto done) { store.claim(std::move(req), std::move(done)); });
+        if (!r.error.empty()) spdlog::error("dispatcher: claim failed: {}", r.error);
+        if (r.reclaimed)
+          spdlog::warn("dispatcher: {} job(s) whose lease expired are queued again", r.reclaimed);
+        for (auto& j : r.jobs) spawn_delivery(std::move(j));
+        // Claim again while claims fill what was free: more may be due.
+        if (!r.jobs.empty() && int(r.jobs.size()) >= want) continue;
+        const auto now = clk.now();
+        if (r.next_due) wait = std::clamp(*r.next_due - now, millis{0}, idle_poll);
       }
       if (wake_pending || stopping) continue;
-      const auto now = clk.now();
-      millis wait = idle_poll;
-      try {
-        if (auto next = store.next_wakeup(now))
-          wait = std::clamp(*next - now, millis{0}, idle_poll);
-      } catch (const std::exception& e) {
-        spdlog::error("dispatcher: reading the next due time failed: {}", e.what());
-      }
       timer.expires_after(wait);
       boost::system::error_code ec;
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -101,17 +123,31 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     if (in_flight.load() == 0 && drained) std::exchange(drained, nullptr)();
   }
 
-  void on_delivery_done() {
+  void spawn_delivery(store::claimed_job j) {
+    ++in_flight;
+    auto slot = std::make_shared<bool>(false);  // true once released
+    const std::string id = j.id;
+    asio::co_spawn(ex, deliver(std::move(j), slot),
+                   [self = shared_from_this(), slot, id](std::exception_ptr e) {
+                     if (e)
+                       spdlog::error("job {}: delivery failed inside resendd: {}; its lease "
+                                     "expires and it is delivered again",
+                                     id, what_of(e));
+                     self->release(*slot);
+                   });
+  }
+
+  // Frees one delivery slot (once) and lets the claim loop look again.
+  void release(bool& slot) {
+    if (std::exchange(slot, true)) return;
     ++delivered;
     --in_flight;
-    asio::post(ex, [self = shared_from_this()] {
-      if (self->stopping) {
-        if (self->in_flight.load() == 0 && self->drained) std::exchange(self->drained, nullptr)();
-        return;
-      }
-      self->wake_pending = true;
-      self->timer.cancel();
-    });
+    if (stopping) {
+      if (in_flight.load() == 0 && drained) std::exchange(drained, nullptr)();
+      return;
+    }
+    wake_pending = true;
+    timer.cancel();
   }
 
   // Builds the outbound request from the stored one; an error here is permanent for the job.
@@ -122,7 +158,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     std::vector<std::string> paths;
     if (req.contains("commands") && req["commands"].is_object() &&
         req["commands"].contains("json_parse") && req["commands"]["json_parse"].is_array())
-      for (const auto& p : req["commands"]["json_parse"]) paths.push_back(p.get<std::string>());
+      for (const auto& p : req["commands"]["json_parse"])
+        if (p.is_string()) paths.push_back(p.get<std::string>());
     if (auto err = apply_json_parse(req, paths)) return *err;
     out.method = job.method;
     out.url = job.location;
@@ -140,44 +177,47 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     return std::nullopt;
   }
 
-  asio::awaitable<void> deliver(store::claimed_job job) {
+  // Sends the job (unless it cannot be sent) and returns what happened.
+  asio::awaitable<verdict> attempt(const store::claimed_job& job, const route* r,
+                                   attempt_result& result, std::string& used_token) {
+    outbound_request out;
+    if (!r) co_return verdict{outcome_kind::dead, {}, "location matches no configured route any more"};
+    if (job.attempts - 1 >= r->settings.max_attempts)
+      co_return verdict{outcome_kind::dead, {},
+                        "max_attempts (" + std::to_string(r->settings.max_attempts) +
+                            ") used up: deliveries were cut off by the daemon stopping"};
+    if (auto err = build(job, *r, out)) co_return verdict{outcome_kind::dead, {}, *err};
+    if (!r->cfg.credentials.empty()) {
+      if (!credentials)
+        co_return verdict{
+            outcome_kind::retry, {}, "credentials \"" + r->cfg.credentials + "\" not configured"};
+      auto b = co_await credentials->bearer(r->cfg.credentials);
+      if (b.token.empty())
+        co_return verdict{outcome_kind::retry, {}, "minting credentials: " + b.error};
+      std::erase_if(out.headers, [](const auto& h) {
+        return h.first.size() == 13 && strncasecmp(h.first.c_str(), "authorization", 13) == 0;
+      });
+      out.headers.emplace_back("Authorization", "Bearer " + b.token);
+      used_token = std::move(b.token);
+    }
+    result = co_await client.send(std::move(out));
+    co_return classify(r->cfg.profile, result);
+  }
+
+  asio::awaitable<void> deliver(store::claimed_job job, std::shared_ptr<bool> slot) {
     auto self = shared_from_this();
     const auto started = clk.now();
     const auto t0 = std::chrono::steady_clock::now();
     const route* r = routes.match(job.location);
     attempt_result result;
-    verdict v;
     std::string used_token;
-    outbound_request out;
-    if (!r) {
-      v = {outcome_kind::dead, {}, "location matches no configured route any more"};
-    } else if (auto err = build(job, *r, out)) {
-      v = {outcome_kind::dead, {}, *err};
-    } else {
-      bool ready = true;
-      if (!r->cfg.credentials.empty()) {
-        if (!credentials) {
-          v = {
-              outcome_kind::retry, {}, "credentials \"" + r->cfg.credentials + "\" not configured"};
-          ready = false;
-        } else {
-          auto b = co_await credentials->bearer(r->cfg.credentials);
-          if (b.token.empty()) {
-            v = {outcome_kind::retry, {}, "minting credentials: " + b.error};
-            ready = false;
-          } else {
-            std::erase_if(out.headers, [](const auto& h) {
-              return h.first.size() == 13 && strncasecmp(h.first.c_str(), "authorization", 13) == 0;
-            });
-            out.headers.emplace_back("Authorization", "Bearer " + b.token);
-            used_token = std::move(b.token);
-          }
-        }
-      }
-      if (ready) {
-        result = co_await client.send(std::move(out));
-        v = classify(r->cfg.profile, result);
-      }
+    verdict v;
+    try {
+      v = co_await attempt(job, r, result, used_token);
+    } catch (const std::exception& e) {
+      // A bug, not the destination's doing: retry like a transport failure.
+      spdlog::error("job {}: delivery threw: {}", job.id, e.what());
+      v = {outcome_kind::retry, {}, std::string("internal error: ") + e.what()};
     }
     const bool can_refresh = r && !r->cfg.credentials.empty() && credentials &&
                              credentials->can_mint(r->cfg.credentials);
@@ -185,11 +225,14 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       credentials->invalidate(r->cfg.credentials, used_token);
     const route_settings settings = r ? r->settings : cfg.delivery.defaults;
     const auto now = clk.now();
-    const auto step =
-        next_retry(v, {job.attempts, job.free_attempts, job.auth_refreshes, job.created_at}, now,
-                   settings, can_refresh, random_u64());
+    // The attempt was counted when the job was claimed: the policy sees the count before it.
+    const auto step = next_retry(
+        v, {job.attempts - 1, job.free_attempts, job.auth_refreshes, job.age_start}, now, settings,
+        can_refresh, random_u64());
     store::job_finish f;
     f.id = job.id;
+    f.route = job.route;
+    f.claim_no = job.claim_no;
     f.attempt.started_at = started;
     f.attempt.duration = std::chrono::duration_cast<millis>(std::chrono::steady_clock::now() - t0);
     if (result.answered() && result.status) f.attempt.http_status = result.status;
@@ -206,34 +249,69 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     f.last_error = step.reason;
     f.resource_key = job.resource_key;
     if (r) f.key_min_gap = r->cfg.key_min_gap;
-    const std::string id = f.id;
-    const auto to = step.to;
-    const int n = co_await await_callback<int>(
-        [&](auto done) { store.finish(std::move(f), now, std::move(done)); });
-    // Logged after the commit, so a line here means the database already says so; n is the
-    // attempt's number in the attempt log.
-    if (n == 0)
-      spdlog::error(
-          "job {}: an attempt could not be recorded; it is delivered again after a restart", id);
-    else if (to == next_step::state::dead)
-      spdlog::warn("job {} attempt {}: dead: {}", id, n, step.reason);
-    else if (to == next_step::state::succeeded)
-      spdlog::info("job {} attempt {}: succeeded ({})", id, n, v.reason);
-    else
-      spdlog::info("job {} attempt {}: {} ({}), next at {}", id, n, to_string(v.kind), v.reason,
+    co_await record(std::move(f), v, step, slot);
+  }
+
+  // Commits the attempt's outcome, retrying with backoff until it commits: the outcome exists
+  // only here. The slot is freed after the first try whatever happens (the job stays fenced and
+  // counted as busy in the store until its outcome commits or its lease expires).
+  asio::awaitable<void> record(store::job_finish f, verdict v, next_step step,
+                               std::shared_ptr<bool> slot) {
+    millis backoff = finish_retry_first;
+    asio::steady_timer wait(ex);
+    for (int tries = 1;; ++tries) {
+      const auto now = clk.now();
+      auto res = co_await await_callback<store::finish_result>(
+          [&](auto done) { store.finish(f, now, std::move(done)); });
+      if (res.error.empty()) {
+        log_finish(f, v, step, res, tries);
+        break;
+      }
+      if (tries == 1)
+        spdlog::error("job {}: recording attempt outcome failed ({}); retrying until it commits",
+                      f.id, res.error);
+      release(*slot);
+      wait.expires_after(backoff);
+      boost::system::error_code ec;
+      co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      backoff = std::min(backoff * 2, finish_retry_cap);
+    }
+    release(*slot);
+  }
+
+  // Logged after the commit, so a line here means the database already says so.
+  static void log_finish(const store::job_finish& f, const verdict& v, const next_step& step,
+                         const store::finish_result& res, int tries) {
+    const auto n = res.attempt_no;
+    if (tries > 1) spdlog::info("job {}: attempt {} recorded after {} tries", f.id, n, tries);
+    if (!res.applied) {
+      if (res.state == "succeeded")
+        spdlog::info("job {} attempt {}: succeeded after it was cancelled", f.id, n);
+      else
+        spdlog::warn("job {} attempt {}: outcome {} not applied: the job was cancelled or "
+                     "claimed again meanwhile",
+                     f.id, n, to_string(v.kind));
+    } else if (step.to == next_step::state::dead) {
+      spdlog::warn("job {} attempt {}: dead: {}", f.id, n, step.reason);
+    } else if (step.to == next_step::state::succeeded) {
+      spdlog::info("job {} attempt {}: succeeded ({})", f.id, n, v.reason);
+    } else {
+      spdlog::info("job {} attempt {}: {} ({}), next at {}", f.id, n, to_string(v.kind), v.reason,
                    to_iso8601(step.next_attempt_at));
-    on_delivery_done();
+    }
   }
 };
 
-dispatcher::dispatcher(asio::io_context& io, store::job_store& store, const route_table& routes,
+dispatcher::dispatcher(asio::io_context& io, store::queue_store& store, const route_table& routes,
                        http_client& client, const clock& clk, const config& cfg,
                        credential_source* credentials)
     : impl_(std::make_shared<impl>(io, store, routes, client, clk, cfg, credentials)) {}
 
 dispatcher::~dispatcher() = default;
 
-void dispatcher::start() { asio::co_spawn(impl_->ex, impl_->claim_loop(), asio::detached); }
+void dispatcher::start() {
+  asio::post(impl_->ex, [self = impl_] { self->start_claim_loop(); });
+}
 
 void dispatcher::wake() {
   asio::post(impl_->ex, [self = impl_] {
@@ -252,6 +330,7 @@ void dispatcher::stop(std::function<void()> drained) {
 }
 
 int dispatcher::in_flight() const { return impl_->in_flight.load(); }
+bool dispatcher::healthy() const { return impl_->loop_alive.load(); }
 std::uint64_t dispatcher::delivered() const { return impl_->delivered.load(); }
 
 }  // namespace resendd

@@ -5,7 +5,12 @@
 // one UPDATE ... RETURNING, within per-route and per-resource-key limits; for each job build the
 // request (json_parse applied, client_token added, fresh credentials when the route has them),
 // send it, classify the answer, ask the retry policy what comes next and record the attempt.
-// Sleeps until the next job is due, and wakes early when one is enqueued or a delivery ends.
+// Sleeps until the next job is due (the claim says when), and wakes early when one is enqueued or
+// a delivery ends.
+// Invariants it restores on every path, exceptions included: a delivery slot is always freed;
+// an attempt whose outcome did not commit is recorded again with backoff while the process lives
+// (the job stays fenced by its claim number meanwhile, and its lease expires if we die); a claim
+// loop that throws is restarted after a second, and healthy() is false until it runs again.
 //
 // Thread-safety: wake() and stop() may be called from any thread; the claim loop and every
 // delivery run on the io_context's single thread.
@@ -20,7 +25,7 @@
 namespace resendd {
 
 namespace store {
-class job_store;
+class queue_store;
 }
 class route_table;
 class http_client;
@@ -28,7 +33,7 @@ class credential_source;
 
 class dispatcher {
  public:
-  dispatcher(boost::asio::io_context& io, store::job_store& store, const route_table& routes,
+  dispatcher(boost::asio::io_context& io, store::queue_store& store, const route_table& routes,
              http_client& client, const clock& clk, const config& cfg,
              credential_source* credentials);
   ~dispatcher();
@@ -40,6 +45,7 @@ class dispatcher {
   // Stops claiming; `drained` runs (on the io_context) once no delivery is in flight.
   void stop(std::function<void()> drained);
   int in_flight() const;
+  bool healthy() const;  // the claim loop is running
   std::uint64_t delivered() const;  // attempts finished since start
 
  private:

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <variant>
 
-#include "store/job_store.h"
+#include "store/queue_store.h"
 #include "util/time.h"
 
 namespace resendd {

@@ -10,6 +10,8 @@
 #include <variant>
 #include <vector>
 
+#include "util/json_depth.h"
+
 namespace resendd {
 
 struct json_path {
@@ -31,10 +33,5 @@ std::optional<std::string> apply_json_parse(nlohmann::json& doc, const json_path
 // Parses and applies every path in order; the first error wins.
 std::optional<std::string> apply_json_parse(nlohmann::json& doc,
                                             const std::vector<std::string>& paths);
-
-// The deepest nesting of arrays/objects in JSON text, counted without recursion; parsing and
-// printing nlohmann::json recurse, so input is checked against this first.
-inline constexpr int max_json_depth = 64;
-bool json_depth_within(std::string_view text, int max_depth = max_json_depth);
 
 }  // namespace resendd

@@ -1,14 +1,54 @@
 #include "store/writer.h"
 
 #include <SQLiteCpp/SQLiteCpp.h>
+#include <sqlite3.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <future>
 
 namespace resendd::store {
 
-writer::writer(std::unique_ptr<SQLite::Database> db, std::size_t max_batch)
-    : db_(std::move(db)), max_batch_(max_batch), thread_([this] { loop(); }) {}
+namespace {
+std::string what_of(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+    return "unknown error";
+  }
+}
+}  // namespace
+
+bool is_storage_error(const std::exception_ptr& e) {
+  if (!e) return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const SQLite::Exception& ex) {
+    switch (ex.getErrorCode() & 0xff) {
+      case SQLITE_FULL:
+      case SQLITE_IOERR:
+      case SQLITE_CORRUPT:
+      case SQLITE_NOTADB:
+      case SQLITE_READONLY:
+      case SQLITE_CANTOPEN:
+        return true;
+      default:
+        return false;
+    }
+  } catch (...) {
+    return false;
+  }
+}
+
+writer::writer(std::unique_ptr<SQLite::Database> db, std::string path, std::size_t max_pending,
+               std::size_t max_batch)
+    : db_(std::move(db)), path_(std::move(path)), max_pending_(max_pending), max_batch_(max_batch) {
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0) dev_ = st.st_dev, ino_ = st.st_ino;
+  thread_ = std::thread([this] { loop(); });
+}
 
 writer::~writer() { stop(); }
 
@@ -21,33 +61,53 @@ void writer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void writer::submit(work_fn work, done_fn done) {
+bool writer::submit(work_fn work, done_fn done, kind k, gate g) {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_) {
-      if (done) done(std::make_exception_ptr(std::runtime_error("store is shutting down")));
-      return;
-    }
-    pending_.push_back({std::move(work), std::move(done)});
+    if (stopping_) return false;
+    if (k == kind::bounded && pending_.size() >= max_pending_) return false;
+    pending_.push_back({std::move(work), std::move(done), k, std::move(g)});
   }
   wake_.notify_one();
+  return true;
 }
 
-void writer::run_sync(work_fn work) {
+void writer::run_sync(work_fn work, kind k) {
   std::promise<void> p;
   auto f = p.get_future();
-  submit(std::move(work), [&p](std::exception_ptr e) {
-    if (e)
-      p.set_exception(e);
-    else
-      p.set_value();
-  });
+  const bool taken = submit(
+      std::move(work),
+      [&p](std::exception_ptr e) {
+        if (e)
+          p.set_exception(e);
+        else
+          p.set_value();
+      },
+      k);
+  if (!taken) throw std::runtime_error("store is shutting down or overloaded");
   f.get();
 }
 
-std::size_t writer::batches() const {
+std::string writer::health_detail() const {
   std::lock_guard lock(mutex_);
-  return batches_;
+  return health_detail_;
+}
+
+void writer::set_health(bool ok, const std::string& why) {
+  const bool was = healthy_.exchange(ok);
+  {
+    std::lock_guard lock(mutex_);
+    health_detail_ = ok ? "" : why;
+  }
+  if (was && !ok) spdlog::error("store: writes are failing: {}", why);
+  if (!was && ok) spdlog::info("store: writes succeed again");
+}
+
+void writer::check_file() const {
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) != 0 || st.st_dev != dev_ || st.st_ino != ino_)
+    throw std::runtime_error("the database file " + path_ +
+                             " was deleted or replaced while resendd runs; restart it");
 }
 
 void writer::loop() {
@@ -57,19 +117,51 @@ void writer::loop() {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
       if (pending_.empty()) return;  // stopping, and everything submitted is done
-      const auto n = std::min(max_batch_, pending_.size());
-      batch.insert(batch.end(), std::make_move_iterator(pending_.begin()),
-                   std::make_move_iterator(pending_.begin() + std::ptrdiff_t(n)));
-      pending_.erase(pending_.begin(), pending_.begin() + std::ptrdiff_t(n));
+      // A request that must run alone goes in a batch of its own.
+      if (pending_.front().k == kind::alone) {
+        batch.push_back(std::move(pending_.front()));
+        pending_.pop_front();
+      } else {
+        while (!pending_.empty() && batch.size() < max_batch_ &&
+               pending_.front().k != kind::alone) {
+          batch.push_back(std::move(pending_.front()));
+          pending_.pop_front();
+        }
+      }
     }
-    commit_batch(batch);
+    // Requests abandoned by their callers never run; the others can no longer be abandoned.
+    std::erase_if(batch, [](request& r) {
+      int expected = 0;
+      if (!r.g || r.g->compare_exchange_strong(expected, 1)) return false;
+      if (r.done) r.done(std::make_exception_ptr(std::runtime_error(abandoned_error)));
+      return true;
+    });
+    if (batch.empty()) continue;
+    if (batch.front().k == kind::alone)
+      run_alone(batch.front());
+    else
+      commit_batch(batch);
   }
+}
+
+void writer::run_alone(request& r) {
+  std::exception_ptr e;
+  try {
+    check_file();
+    r.work(*db_);
+  } catch (...) {
+    e = std::current_exception();
+    spdlog::error("store: {}", what_of(e));
+  }
+  if (r.done) r.done(e);
 }
 
 void writer::commit_batch(std::deque<request>& batch) {
   std::vector<std::exception_ptr> errors(batch.size());
   std::exception_ptr commit_error;
+  std::exception_ptr storage_error;
   try {
+    check_file();
     db_->exec("BEGIN IMMEDIATE");
     for (std::size_t i = 0; i < batch.size(); ++i) {
       db_->exec("SAVEPOINT one");
@@ -78,6 +170,7 @@ void writer::commit_batch(std::deque<request>& batch) {
         db_->exec("RELEASE one");
       } catch (...) {
         errors[i] = std::current_exception();
+        if (is_storage_error(errors[i])) storage_error = errors[i];
         db_->exec("ROLLBACK TO one");
         db_->exec("RELEASE one");
       }
@@ -87,15 +180,18 @@ void writer::commit_batch(std::deque<request>& batch) {
   } catch (...) {
     commit_error = std::current_exception();
     try {
-      db_->exec("ROLLBACK");
+      if (sqlite3_get_autocommit(db_->getHandle()) == 0) db_->exec("ROLLBACK");
     } catch (...) {
     }
-    spdlog::error("store: transaction of {} requests failed", batch.size());
   }
-  {
-    std::lock_guard lock(mutex_);
-    ++batches_;
-  }
+  ++batches_;
+  if (commit_error)
+    set_health(false, "transaction of " + std::to_string(batch.size()) +
+                          " request(s) failed: " + what_of(commit_error));
+  else if (storage_error)
+    set_health(false, what_of(storage_error));
+  else
+    set_health(true, "");
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (!batch[i].done) continue;
     try {

@@ -5,16 +5,27 @@
 // transaction (group commit: one fsync for many jobs); run each request inside its own
 // savepoint, so a failing request fails alone; COMMIT; only then call each request's
 // completion. A completion therefore always means "durable" (or carries the error).
+// Before each transaction it checks that the database file is still the one it opened (not
+// deleted or replaced under the daemon): a write to an unlinked file would be lost.
+// Its queue is bounded (submit says no when full) except for essential requests (finishes of
+// deliveries, whose outcome exists only in memory). A request whose gate was abandoned before
+// it started is never run.
 //
 // Thread-safety: submit() may be called from any thread. Work and completions run on the writer
 // thread; completions must be quick (post elsewhere to continue) and must not throw.
+#include <sys/types.h>
+
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+
+#include "store/queue_store.h"
 
 namespace SQLite {
 class Database;
@@ -27,36 +38,61 @@ class writer {
   using work_fn = std::function<void(SQLite::Database&)>;
   using done_fn = std::function<void(std::exception_ptr)>;  // null = committed
 
-  // Takes ownership of an open read-write connection and starts the thread.
-  explicit writer(std::unique_ptr<SQLite::Database> db, std::size_t max_batch = 512);
+  enum class kind {
+    bounded,    // refused when the queue is full
+    essential,  // always taken
+    alone,      // essential, run outside any transaction (checkpoint, vacuum)
+  };
+
+  // Takes ownership of an open read-write connection on `path` and starts the thread.
+  writer(std::unique_ptr<SQLite::Database> db, std::string path, std::size_t max_pending,
+         std::size_t max_batch = 512);
   ~writer();  // stops after finishing what was submitted
   writer(const writer&) = delete;
   writer& operator=(const writer&) = delete;
 
-  void submit(work_fn work, done_fn done);
+  // False (and `done` is not called) when a bounded request finds the queue full or the writer
+  // stopped.
+  bool submit(work_fn work, done_fn done, kind k = kind::bounded, gate g = nullptr);
   // Runs `work` in a transaction and waits for the commit; rethrows its error. Not for the
-  // writer thread itself. For start-up, shutdown and CLI paths.
-  void run_sync(work_fn work);
+  // writer thread itself; for start-up, shutdown and one-shot CLI paths only.
+  void run_sync(work_fn work, kind k = kind::essential);
   void stop();
 
-  std::size_t batches() const;  // transactions committed so far (metrics, benchmarks)
+  std::uint64_t batches() const { return batches_.load(); }
+  bool healthy() const { return healthy_.load(); }
+  std::string health_detail() const;
 
  private:
   struct request {
     work_fn work;
     done_fn done;
+    kind k;
+    gate g;
   };
   void loop();
   void commit_batch(std::deque<request>& batch);
+  void run_alone(request& r);
+  void check_file() const;
+  void set_health(bool ok, const std::string& why);
 
   std::unique_ptr<SQLite::Database> db_;
+  const std::string path_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+  const std::size_t max_pending_;
   const std::size_t max_batch_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<request> pending_;
   bool stopping_ = false;
-  std::size_t batches_ = 0;
+  std::atomic<std::uint64_t> batches_{0};
+  std::atomic<bool> healthy_{true};
+  std::string health_detail_;  // guarded by mutex_
   std::thread thread_;
 };
+
+// True for SQLite errors that say the storage itself failed (full, I/O, corrupt, read-only).
+bool is_storage_error(const std::exception_ptr& e);
 
 }  // namespace resendd::store

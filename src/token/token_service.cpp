@@ -5,8 +5,6 @@
 #include <boost/url/parse.hpp>
 
 #include "http/client.h"
-#include "http/server.h"
-#include "queue/json_path.h"
 #include "util/await.h"
 #include "util/log.h"
 #include "util/random.h"
@@ -18,7 +16,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr int default_duration_seconds = 86399;  // the seed asked 86400; Coze documents 86399 max
 constexpr millis exchange_timeout{15'000};
 
 millis refresh_margin(const token_grant& g) {
@@ -239,50 +236,6 @@ void token_service::invalidate(std::string_view kind, const std::string& token) 
 
 bool token_service::can_mint(std::string_view kind) const {
   return (kind == "feishu_tenant" && feishu_configured()) || (kind == "coze" && coze_configured());
-}
-
-token_handler token_service::handler() {
-  return [this](const incoming_request& req) { return serve(req); };
-}
-
-asio::awaitable<outgoing_response> token_service::serve(const incoming_request& req) {
-  auto body = json_depth_within(req.body) ? json::parse(req.body, nullptr, false)
-                                          : json(json::value_t::discarded);
-  if (body.is_discarded() || !body.is_object())
-    co_return json_error(400, "bad_json", "body must be a JSON object");
-  if (!body.contains("public_key") || !body["public_key"].is_string() ||
-      body["public_key"].get<std::string>().empty())
-    co_return json_error(400, "bad_request", "public_key is required (the Coze public key id)");
-  if (!body.contains("coze_api_key") || !body["coze_api_key"].is_string())
-    co_return json_error(400, "bad_request", "coze_api_key is required");
-  int duration = default_duration_seconds;
-  if (body.contains("duration_seconds") && !body["duration_seconds"].is_null()) {
-    if (!body["duration_seconds"].is_number_integer() ||
-        body["duration_seconds"].get<std::int64_t>() < 1)
-      co_return json_error(400, "bad_request", "duration_seconds must be a positive integer");
-    duration = int(std::min<std::int64_t>(body["duration_seconds"].get<std::int64_t>(),
-                                          default_duration_seconds));
-  }
-  const auto given = body["coze_api_key"].get<std::string>();
-  const auto& want = cfg_.coze.app_id;
-  if (!secret_equals(given, want)) {
-    spdlog::info("token: refused a request with a wrong coze_api_key");
-    co_return json_error(401, "unauthorized", "coze_api_key does not match");
-  }
-  const std::string kid = body["public_key"].get<std::string>();
-  auto g = co_await coze_token(kid, duration);
-  outgoing_response r;
-  if (g.status != 0) {
-    spdlog::warn("token: {}", g.error);
-    r.status = g.status;
-    r.body = g.body.dump();
-    co_return r;
-  }
-  r.body = json{{"access_token", g.token},
-                {"expires_in", g.body.value("expires_in", json(nullptr))},
-                {"token_type", g.body.value("token_type", std::string("Bearer"))}}
-               .dump();
-  co_return r;
 }
 
 }  // namespace resendd

@@ -15,7 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "api/handlers.h"
 #include "config/config.h"
 #include "token/credentials.h"
 #include "token/jwt.h"
@@ -44,9 +43,6 @@ class token_service final : public credential_source {
   bool feishu_configured() const {
     return !cfg_.feishu.app_id.empty() && !cfg_.feishu.app_secret.empty();
   }
-  // The POST /token handler (seed-compatible request and answers).
-  token_handler handler();
-
   // A Coze access token for (kid, app id, duration): cached or freshly exchanged.
   boost::asio::awaitable<token_grant> coze_token(std::string kid, int duration_seconds);
   boost::asio::awaitable<token_grant> feishu_tenant_token();
@@ -71,7 +67,6 @@ class token_service final : public credential_source {
   boost::asio::awaitable<token_grant> join(std::shared_ptr<flight> f);
   boost::asio::awaitable<token_grant> exchange_coze(std::string kid, int duration_seconds);
   boost::asio::awaitable<token_grant> exchange_feishu();
-  boost::asio::awaitable<outgoing_response> serve(const incoming_request& req);
 
   const config& cfg_;
   http_client& client_;
@@ -87,6 +82,9 @@ class token_service final : public credential_source {
 // the token URL's host, lifetime coze.jwt_ttl, a fresh jti. nullopt if signing fails.
 std::optional<std::string> coze_jwt(const config& cfg, const rsa_private_key& key,
                                     const std::string& kid, sys_time now);
+
+// Seconds asked for when /token names none: the seed asked 86400; Coze documents 86399 at most.
+inline constexpr int coze_default_token_seconds = 86399;
 
 // Seconds of a Coze access token's life asked for when a route uses credentials = "coze".
 inline constexpr int coze_route_token_seconds = 3600;

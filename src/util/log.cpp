@@ -52,7 +52,7 @@ bool is_secret_header(std::string_view name) {
 
 #include <nlohmann/json.hpp>
 
-#include "queue/json_path.h"
+#include "util/json_depth.h"
 
 namespace resendd {
 namespace {

@@ -180,7 +180,8 @@ TEST(Resend, AdminApiShowsJobsWithSecretsMasked) {
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: dead")) << d.log();
   EXPECT_EQ(http_call(d.port(), "POST", "/jobs/" + id + "/cancel").status, 409);
   const auto metrics = http_call(d.port(), "GET", "/metrics");
-  EXPECT_NE(metrics.body.find("resendd_jobs{state=\"dead\"} 1"), std::string::npos) << metrics.body;
+  EXPECT_NE(metrics.body.find("resendd_jobs{state=\"dead\",route=\"local\"} 1"), std::string::npos)
+      << metrics.body;
   EXPECT_EQ(http_call(d.port(), "GET", "/readyz").status, 200);
 }
 
@@ -272,7 +273,8 @@ TEST(Cli, CheckConfigMigrateAndErrors) {
   r = run_resendd(dir, {"migrate"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(sql_value(dir.file("var/resendd.db"), "select max(version) from schema_migrations"),
-            "1");
+            "3");
+  EXPECT_EQ(sql_value(dir.file("var/resendd.db"), "pragma auto_vacuum"), "2");  // incremental
   r = run_resendd(dir, {"jobs", "list", "--state", "dead"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("[]"), std::string::npos);
@@ -292,11 +294,16 @@ TEST(Cli, JobsCommandsAndHealthcheck) {
   EXPECT_EQ(r.output.find("t-secret-token-value-123456"), std::string::npos);
   r = run_resendd(dir, {"jobs", "retry", "--state", "dead"});
   EXPECT_EQ(r.status, 0) << r.output;
-  EXPECT_NE(r.output.find("1 dead job(s) queued again"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 job(s) queued"), std::string::npos) << r.output;
   // The running daemon picks the job up again within its poll interval.
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: dead")) << d.log();
+  // Purge keeps dead jobs unless asked.
   r = run_resendd(dir, {"jobs", "purge", "--older-than", "0s"});
   EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "1");
+  r = run_resendd(dir, {"jobs", "purge", "--older-than", "0s", "--state", "dead"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("1 job(s) purged"), std::string::npos) << r.output;
   EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "0");
   EXPECT_EQ(sql_value(d.db_path(), "select count(*) from attempts"), "0");  // cascaded
   d.terminate();

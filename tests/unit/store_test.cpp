@@ -1,9 +1,14 @@
+// The SQLite queue store through its interface: claims, fencing, leases, fairness, admin
+// actions, purge, in-memory counts.
+#include "store/sqlite_store.h"
+
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 
 #include <future>
 #include <nlohmann/json.hpp>
 
-#include "store/job_store.h"
+#include "store/db_lock.h"
 #include "support/temp_dir.h"
 
 using namespace resendd;
@@ -12,10 +17,30 @@ using namespace resendd::store;
 namespace {
 const sys_time t0{millis{1'800'000'000'000}};
 
+template <class T, class Start>
+T wait_for(Start start) {
+  std::promise<T> p;
+  auto f = p.get_future();
+  start([&p](T v) { p.set_value(std::move(v)); });
+  return f.get();
+}
+
+struct fixture {
+  test::temp_dir dir;
+  std::unique_ptr<sqlite_store> s;
+  explicit fixture(std::int64_t depth = 100) {
+    sqlite_options o;
+    o.path = dir.file("var/q.db");
+    o.max_queue_depth = depth;
+    s = std::make_unique<sqlite_store>(o, t0);
+  }
+  sqlite_store& operator*() { return *s; }
+};
+
 new_job make(const std::string& id, std::optional<std::string> key = {}, std::string route = "r") {
   new_job j;
   j.id = id;
-  j.route = route;
+  j.route = std::move(route);
   j.method = "POST";
   j.location = "http://127.0.0.1/x";
   j.request = R"({"location":"http://127.0.0.1/x"})";
@@ -23,141 +48,332 @@ new_job make(const std::string& id, std::optional<std::string> key = {}, std::st
   return j;
 }
 
-enqueue_result enqueue_sync(job_store& s, new_job j, sys_time now = t0) {
-  std::promise<enqueue_result> p;
-  s.enqueue(std::move(j), now, [&](enqueue_result r) { p.set_value(r); });
-  return p.get_future().get();
+enqueue_result enqueue_sync(sqlite_store& s, new_job j, sys_time now = t0) {
+  return wait_for<enqueue_result>(
+      [&](auto done) { s.enqueue(std::move(j), now, nullptr, std::move(done)); });
 }
 
-std::vector<claimed_job> claim_sync(job_store& s, int limit, std::vector<route_limits> lim,
+claim_result claim_full(sqlite_store& s, int limit, std::vector<route_limits> lim,
+                        sys_time now = t0, millis lease = millis{60'000}, std::size_t rot = 0) {
+  return wait_for<claim_result>(
+      [&](auto done) { s.claim({now, lease, limit, std::move(lim), rot}, std::move(done)); });
+}
+
+std::vector<claimed_job> claim_sync(sqlite_store& s, int limit, std::vector<route_limits> lim,
                                     sys_time now = t0) {
-  std::promise<std::vector<claimed_job>> p;
-  s.claim(now, millis{60'000}, limit, lim, [&](auto r) { p.set_value(std::move(r)); });
-  return p.get_future().get();
+  return claim_full(s, limit, std::move(lim), now).jobs;
 }
 
-int finish_sync(job_store& s, job_finish f, sys_time now = t0) {
-  std::promise<int> p;
-  s.finish(std::move(f), now, [&](int n) { p.set_value(n); });
-  return p.get_future().get();
+job_finish finished(const claimed_job& j, std::string state = "succeeded") {
+  job_finish f;
+  f.id = j.id;
+  f.route = j.route;
+  f.claim_no = j.claim_no;
+  f.attempt = {t0, millis{12}, 200, 0, state == "succeeded" ? "succeeded" : "retry", "",
+               "{\"code\":0}"};
+  f.next_state = std::move(state);
+  f.next_attempt_at = t0;
+  f.resource_key = j.resource_key;
+  return f;
+}
+
+finish_result finish_sync(sqlite_store& s, job_finish f, sys_time now = t0) {
+  return wait_for<finish_result>(
+      [&](auto done) { s.finish(std::move(f), now, std::move(done)); });
+}
+
+nlohmann::json job_sync(sqlite_store& s, const std::string& id) {
+  auto r = wait_for<read_result>([&](auto done) { s.job(id, std::move(done)); });
+  return r.value ? *r.value : nlohmann::json();
+}
+
+action_result cancel_sync(sqlite_store& s, const std::string& id, sys_time now = t0) {
+  return wait_for<action_result>([&](auto done) { s.cancel(id, now, nullptr, std::move(done)); });
+}
+action_result retry_sync(sqlite_store& s, const std::string& id, sys_time now = t0,
+                         bool force = false) {
+  return wait_for<action_result>(
+      [&](auto done) { s.retry(id, now, force, nullptr, std::move(done)); });
+}
+
+std::int64_t count_of(const sqlite_store& s, const std::string& state) {
+  std::int64_t n = 0;
+  for (const auto& [k, v] : s.counts())
+    if (k.first == state) n += v;
+  return n;
 }
 }  // namespace
 
 TEST(Store, EnqueueClaimFinish) {
-  test::temp_dir dir;
-  job_store s(dir.file("var/q.db"), 100, t0);
-  EXPECT_EQ(enqueue_sync(s, make("a")).what, enqueue_result::status::queued);
-  EXPECT_EQ(s.active(), 1);
-  auto claimed = claim_sync(s, 10, {{"r", 10, 1}});
+  fixture f;
+  EXPECT_EQ(enqueue_sync(*f, make("a")).what, enqueue_result::status::queued);
+  EXPECT_EQ(f.s->active(), 1);
+  auto claimed = claim_sync(*f, 10, {{"r", 10, 1}});
   ASSERT_EQ(claimed.size(), 1u);
   EXPECT_EQ(claimed[0].id, "a");
-  EXPECT_TRUE(claim_sync(s, 10, {{"r", 10, 1}}).empty());
-  job_finish f;
-  f.id = "a";
-  f.attempt = {t0, millis{12}, 200, 0, "succeeded", "", "{\"code\":0}"};
-  f.next_state = "succeeded";
-  f.next_attempt_at = t0;
-  EXPECT_EQ(finish_sync(s, f), 1);
-  auto j = s.job("a");
-  ASSERT_TRUE(j);
-  EXPECT_EQ((*j)["state"], "succeeded");
-  EXPECT_EQ((*j)["attempts"], 1);
-  EXPECT_EQ((*j)["attempt_log"].size(), 1u);
-  EXPECT_EQ((*j)["attempt_log"][0]["feishu_code"], 0);
-  EXPECT_EQ(s.active(), 0);
+  EXPECT_EQ(claimed[0].attempts, 1);  // counted when claimed
+  EXPECT_EQ(claimed[0].claim_no, 1);
+  EXPECT_EQ(count_of(*f, "delivering"), 1);
+  EXPECT_TRUE(claim_sync(*f, 10, {{"r", 10, 1}}).empty());
+  auto r = finish_sync(*f, finished(claimed[0]));
+  EXPECT_TRUE(r.applied);
+  EXPECT_EQ(r.attempt_no, 1);
+  auto j = job_sync(*f, "a");
+  EXPECT_EQ(j["state"], "succeeded");
+  EXPECT_EQ(j["attempts"], 1);
+  EXPECT_EQ(j["attempt_log"].size(), 1u);
+  EXPECT_EQ(f.s->active(), 0);
+  EXPECT_EQ(count_of(*f, "succeeded"), 1);
+  EXPECT_EQ(count_of(*f, "delivering"), 0);
 }
 
 TEST(Store, IdempotencyKeyReturnsTheFirstJob) {
-  test::temp_dir dir;
-  job_store s(dir.file("q.db"), 100, t0);
+  fixture f;
   auto a = make("a");
   a.idempotency_key = "k";
   auto b = make("b");
   b.idempotency_key = "k";
-  EXPECT_EQ(enqueue_sync(s, a).what, enqueue_result::status::queued);
-  auto r = enqueue_sync(s, b);
+  EXPECT_EQ(enqueue_sync(*f, a).what, enqueue_result::status::queued);
+  auto r = enqueue_sync(*f, b);
   EXPECT_EQ(r.what, enqueue_result::status::existing);
   EXPECT_EQ(r.id, "a");
-  EXPECT_FALSE(s.job("b"));
+  EXPECT_TRUE(job_sync(*f, "b").is_null());
 }
 
 TEST(Store, QueueDepthIsBounded) {
-  test::temp_dir dir;
-  job_store s(dir.file("q.db"), 2, t0);
-  EXPECT_EQ(enqueue_sync(s, make("a")).what, enqueue_result::status::queued);
-  EXPECT_EQ(enqueue_sync(s, make("b")).what, enqueue_result::status::queued);
-  EXPECT_EQ(enqueue_sync(s, make("c")).what, enqueue_result::status::full);
+  fixture f(2);
+  EXPECT_EQ(enqueue_sync(*f, make("a")).what, enqueue_result::status::queued);
+  EXPECT_EQ(enqueue_sync(*f, make("b")).what, enqueue_result::status::queued);
+  EXPECT_EQ(enqueue_sync(*f, make("c")).what, enqueue_result::status::full);
+}
+
+TEST(Store, AbandonedRequestNeverRuns) {
+  fixture f;
+  auto g = make_gate();
+  ASSERT_TRUE(abandon(g));
+  auto r = wait_for<enqueue_result>(
+      [&](auto done) { f.s->enqueue(make("a"), t0, g, std::move(done)); });
+  EXPECT_EQ(r.what, enqueue_result::status::failed);
+  EXPECT_TRUE(job_sync(*f, "a").is_null());
+  // A started request can no longer be abandoned.
+  auto g2 = make_gate();
+  EXPECT_EQ(wait_for<enqueue_result>(
+                [&](auto done) { f.s->enqueue(make("b"), t0, g2, std::move(done)); })
+                .what,
+            enqueue_result::status::queued);
+  EXPECT_FALSE(abandon(g2));
 }
 
 TEST(Store, ClaimRespectsKeyAndRouteLimits) {
-  test::temp_dir dir;
-  job_store s(dir.file("q.db"), 100, t0);
-  for (int i = 0; i < 5; ++i)
-    enqueue_sync(s, make("k1-" + std::to_string(i), "K1"), t0 + millis{i});
-  for (int i = 0; i < 5; ++i)
-    enqueue_sync(s, make("k2-" + std::to_string(i), "K2"), t0 + millis{i});
+  fixture f;
+  for (int i = 0; i < 5; ++i) enqueue_sync(*f, make("k1-" + std::to_string(i), "K1"), t0 + millis{i});
+  for (int i = 0; i < 5; ++i) enqueue_sync(*f, make("k2-" + std::to_string(i), "K2"), t0 + millis{i});
   const sys_time later = t0 + millis{100};
-  auto c = claim_sync(s, 10, {{"r", 10, 1}}, later);
+  auto c = claim_sync(*f, 10, {{"r", 10, 1}}, later);
   ASSERT_EQ(c.size(), 2u);  // one per key
   EXPECT_NE(c[0].resource_key, c[1].resource_key);
-  EXPECT_TRUE(claim_sync(s, 10, {{"r", 10, 1}}, later).empty());  // both keys busy
-  // Route limit: at most 3 in flight on the route, whatever the keys.
-  test::temp_dir dir2;
-  job_store s2(dir2.file("q.db"), 100, t0);
-  for (int i = 0; i < 6; ++i) enqueue_sync(s2, make("j" + std::to_string(i)));
-  EXPECT_EQ(claim_sync(s2, 10, {{"r", 3, 1}}).size(), 3u);
-  EXPECT_TRUE(claim_sync(s2, 10, {{"r", 3, 1}}).empty());
+  EXPECT_TRUE(claim_sync(*f, 10, {{"r", 10, 1}}, later).empty());  // both keys busy
+  // key_concurrency 3: the rest of each key, up to 3 in flight per key.
+  EXPECT_EQ(claim_sync(*f, 10, {{"r", 10, 3}}, later).size(), 4u);
+  fixture g;
+  for (int i = 0; i < 6; ++i) enqueue_sync(*g, make("j" + std::to_string(i)));
+  EXPECT_EQ(claim_sync(*g, 10, {{"r", 3, 1}}).size(), 3u);
+  EXPECT_TRUE(claim_sync(*g, 10, {{"r", 3, 1}}).empty());
 }
 
-TEST(Store, KeyGapDelaysTheNextWrite) {
-  test::temp_dir dir;
-  job_store s(dir.file("q.db"), 100, t0);
-  enqueue_sync(s, make("a", "K"));
-  enqueue_sync(s, make("b", "K"));
-  auto c = claim_sync(s, 10, {{"r", 10, 1}});
+TEST(Store, BusyRouteDoesNotStarveAnother) {
+  fixture f(100000);
+  // Route A: one at a time, 300 due jobs queued first; route B queued later.
+  for (int i = 0; i < 300; ++i) enqueue_sync(*f, make("a" + std::to_string(i), {}, "A"), t0);
+  for (int i = 0; i < 5; ++i) enqueue_sync(*f, make("b" + std::to_string(i), {}, "B"), t0 + millis{1});
+  const std::vector<route_limits> lim = {{"A", 1, 1}, {"B", 64, 1}};
+  auto c = claim_sync(*f, 64, lim, t0 + millis{10});
+  int a = 0, b = 0;
+  for (const auto& j : c) (j.route == "A" ? a : b)++;
+  EXPECT_EQ(a, 1);
+  EXPECT_EQ(b, 5);
+}
+
+TEST(Store, IdleKeysAndWaitingJobsAreNotVisited) {
+  fixture f(100000);
+  // 2,000 keys with nothing due, one due key: the claim finds it and says when to look again.
+  for (int i = 0; i < 2000; ++i)
+    enqueue_sync(*f, make("w" + std::to_string(i), "key" + std::to_string(i)), t0 + millis{5000});
+  enqueue_sync(*f, make("due", "hot"), t0);
+  auto r = claim_full(*f, 64, {{"r", 64, 1}}, t0 + millis{1});
+  ASSERT_EQ(r.jobs.size(), 1u);
+  EXPECT_EQ(r.jobs[0].id, "due");
+  ASSERT_TRUE(r.next_due);
+  EXPECT_EQ(*r.next_due, t0 + millis{5000});
+}
+
+TEST(Store, FinishIsFencedByTheClaimNumber) {
+  fixture f;
+  enqueue_sync(*f, make("a", "K"));
+  // A short lease that expires: the job is claimable again, with a new claim number.
+  auto first = claim_full(*f, 10, {{"r", 10, 1}}, t0, millis{100}).jobs;
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_TRUE(claim_sync(*f, 10, {{"r", 10, 1}}, t0 + millis{50}).empty());  // busy, leased
+  auto again = claim_full(*f, 10, {{"r", 10, 1}}, t0 + millis{100});
+  EXPECT_EQ(again.reclaimed, 1);
+  ASSERT_EQ(again.jobs.size(), 1u);
+  EXPECT_EQ(again.jobs[0].claim_no, first[0].claim_no + 1);
+  EXPECT_EQ(again.jobs[0].attempts, 2);
+  // The first delivery's late outcome is recorded in the log but changes nothing.
+  auto stale = finish_sync(*f, finished(first[0], "dead"));
+  EXPECT_FALSE(stale.applied);
+  EXPECT_EQ(stale.attempt_no, 1) << stale.error;
+  EXPECT_EQ(job_sync(*f, "a")["attempt_log"].size(), 1u);
+  EXPECT_EQ(job_sync(*f, "a")["state"], "delivering");
+  EXPECT_TRUE(finish_sync(*f, finished(again.jobs[0])).applied);
+  auto j = job_sync(*f, "a");
+  EXPECT_EQ(j["state"], "succeeded");
+  EXPECT_EQ(j["attempt_log"].size(), 2u);
+}
+
+TEST(Store, RateLimitedFinishGivesTheAttemptBack) {
+  fixture f;
+  enqueue_sync(*f, make("a"));
+  auto c = claim_sync(*f, 10, {{"r", 10, 1}});
+  auto fin = finished(c[0], "queued");
+  fin.counted = false;
+  fin.next_attempt_at = t0 + millis{10};
+  finish_sync(*f, fin);
+  auto j = job_sync(*f, "a");
+  EXPECT_EQ(j["attempts"], 0);
+  EXPECT_EQ(j["free_attempts"], 1);
+  EXPECT_EQ(j["state"], "queued");
+}
+
+TEST(Store, CancelDuringDeliveryThenRetryWaitsForIt) {
+  fixture f;
+  enqueue_sync(*f, make("a"));
+  auto c = claim_sync(*f, 10, {{"r", 10, 1}});
   ASSERT_EQ(c.size(), 1u);
-  job_finish f;
-  f.id = c[0].id;
-  f.attempt = {t0, millis{1}, 200, {}, "succeeded", "", ""};
-  f.next_state = "succeeded";
-  f.next_attempt_at = t0;
-  f.resource_key = "K";
-  f.key_min_gap = millis{500};
-  finish_sync(s, f);
-  EXPECT_TRUE(claim_sync(s, 10, {{"r", 10, 1}}, t0 + millis{499}).empty());
-  EXPECT_EQ(s.next_wakeup(t0), t0 + millis{500});
-  EXPECT_EQ(claim_sync(s, 10, {{"r", 10, 1}}, t0 + millis{500}).size(), 1u);
+  EXPECT_EQ(cancel_sync(*f, "a").what, action_result::status::done);
+  // The delivery is still in flight: a retry now could send the job twice at once.
+  auto r = retry_sync(*f, "a", t0 + millis{1});
+  EXPECT_EQ(r.what, action_result::status::conflict);
+  EXPECT_NE(r.message.find("in flight"), std::string::npos);
+  // It ends (failed): the job stays cancelled, and may now be retried.
+  auto late = finish_sync(*f, finished(c[0], "queued"));
+  EXPECT_FALSE(late.applied);
+  EXPECT_EQ(job_sync(*f, "a")["state"], "cancelled");
+  EXPECT_EQ(retry_sync(*f, "a", t0 + millis{2}).what, action_result::status::done);
+  EXPECT_EQ(job_sync(*f, "a")["state"], "queued");
+  // Cancelled during a delivery that succeeded: the write landed, the job says so.
+  auto c2 = claim_sync(*f, 10, {{"r", 10, 1}}, t0 + millis{3});
+  ASSERT_EQ(c2.size(), 1u);
+  cancel_sync(*f, "a", t0 + millis{4});
+  EXPECT_EQ(finish_sync(*f, finished(c2[0])).state, "succeeded");
+  EXPECT_EQ(job_sync(*f, "a")["state"], "succeeded");
+  EXPECT_EQ(count_of(*f, "succeeded"), 1);
+  EXPECT_EQ(count_of(*f, "cancelled"), 0);
 }
 
-TEST(Store, RequeueRetryCancelPurge) {
-  test::temp_dir dir;
-  job_store s(dir.file("q.db"), 100, t0);
-  enqueue_sync(s, make("a"));
-  enqueue_sync(s, make("b"));
-  ASSERT_EQ(claim_sync(s, 10, {{"r", 10, 1}}).size(), 2u);
-  EXPECT_EQ(s.requeue_delivering(t0), 2);
-  EXPECT_TRUE(s.cancel("a", t0));
-  EXPECT_FALSE(s.cancel("a", t0));
-  EXPECT_TRUE(s.retry("a", t0));
-  EXPECT_FALSE(s.retry("b", t0));  // queued, not dead
-  EXPECT_EQ(s.counts()["queued"], 2);
-  EXPECT_TRUE(s.cancel("b", t0));
-  EXPECT_EQ(s.purge_finished_before(t0 + millis{1}), 1);
-  EXPECT_FALSE(s.job("b"));
+TEST(Store, ManualRetryIsAFreshStartAndReconciliationNeedsForce) {
+  fixture f;
+  enqueue_sync(*f, make("a"));
+  enqueue_sync(*f, make("b"));
+  auto c = claim_sync(*f, 10, {{"r", 10, 1}});
+  ASSERT_EQ(c.size(), 2u);
+  for (auto& j : c) {
+    auto fin = finished(j, "dead");
+    if (j.id == "b") fin.last_error = "client_token conflict: needs reconciliation";
+    finish_sync(*f, fin);
+  }
+  const sys_time later = t0 + millis{7'200'000};
+  EXPECT_EQ(retry_sync(*f, "a", later).what, action_result::status::done);
+  auto again = claim_sync(*f, 10, {{"r", 10, 1}}, later);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].attempts, 1);        // a new attempt budget
+  EXPECT_EQ(again[0].age_start, later);  // a new age window
+  EXPECT_EQ(retry_sync(*f, "b", later).what, action_result::status::conflict);
+  EXPECT_EQ(retry_sync(*f, "b", later, true).what, action_result::status::done);
+  EXPECT_EQ(retry_sync(*f, "nope", later).what, action_result::status::not_found);
+}
+
+TEST(Store, PurgeInBatchesKeepsDeadUnlessAsked) {
+  fixture f(100000);
+  for (int i = 0; i < 25; ++i) enqueue_sync(*f, make("s" + std::to_string(i)));
+  enqueue_sync(*f, make("dead1"));
+  enqueue_sync(*f, make("queued1"), t0 + millis{999'999});
+  auto c = claim_sync(*f, 100, {{"r", 100, 1}});
+  ASSERT_EQ(c.size(), 26u);
+  for (auto& j : c) finish_sync(*f, finished(j, j.id == "dead1" ? "dead" : "succeeded"));
+  auto purge = [&](std::vector<std::string> states) {
+    return wait_for<action_result>([&](auto done) {
+      f.s->purge_batch(t0 + millis{1}, states, 10, std::move(done));
+    });
+  };
+  EXPECT_EQ(purge({"succeeded", "cancelled"}).count, 10);  // at most a batch
+  EXPECT_EQ(purge({"succeeded", "cancelled"}).count, 10);
+  EXPECT_EQ(purge({"succeeded", "cancelled"}).count, 5);
+  EXPECT_EQ(purge({"succeeded", "cancelled"}).count, 0);
+  EXPECT_FALSE(job_sync(*f, "dead1").is_null());
+  EXPECT_EQ(purge({"dead"}).count, 1);
+  EXPECT_FALSE(job_sync(*f, "queued1").is_null());  // never a job still to deliver
+  EXPECT_EQ(count_of(*f, "succeeded"), 0);
+  EXPECT_EQ(count_of(*f, "queued"), 1);
+}
+
+TEST(Store, RequeueAtStartKeepsTheAttemptAtShutdownGivesItBack) {
+  fixture f;
+  enqueue_sync(*f, make("a"));
+  claim_sync(*f, 10, {{"r", 10, 1}});
+  EXPECT_EQ(f.s->requeue_delivering(t0, false), 1);
+  EXPECT_EQ(job_sync(*f, "a")["attempts"], 1);
+  claim_sync(*f, 10, {{"r", 10, 1}});
+  EXPECT_EQ(f.s->requeue_delivering(t0, true), 1);
+  EXPECT_EQ(job_sync(*f, "a")["attempts"], 1);
+  EXPECT_EQ(count_of(*f, "queued"), 1);
 }
 
 TEST(Store, ConcurrentEnqueuesShareCommits) {
-  test::temp_dir dir;
-  job_store s(dir.file("q.db"), 100000, t0);
+  fixture f(100000);
   constexpr int n = 400;
-  std::vector<std::future<enqueue_result>> results;
   std::vector<std::promise<enqueue_result>> promises(n);
-  for (int i = 0; i < n; ++i) {
-    results.push_back(promises[i].get_future());
-    s.enqueue(make("j" + std::to_string(i)), t0,
-              [&promises, i](enqueue_result r) { promises[i].set_value(r); });
+  for (int i = 0; i < n; ++i)
+    f.s->enqueue(make("j" + std::to_string(i)), t0, nullptr,
+                 [&promises, i](enqueue_result r) { promises[i].set_value(r); });
+  for (auto& p : promises) EXPECT_EQ(p.get_future().get().what, enqueue_result::status::queued);
+  EXPECT_EQ(count_of(*f, "queued"), n);
+  EXPECT_LT(f.s->commits(), std::uint64_t(n));  // group commit: fewer transactions than jobs
+}
+
+TEST(Store, NewerSchemaIsRefused) {
+  test::temp_dir dir;
+  const auto path = dir.file("q.db");
+  {
+    sqlite_options o;
+    o.path = path;
+    sqlite_store s(o, t0);
+    s.close();
   }
-  for (auto& r : results) EXPECT_EQ(r.get().what, enqueue_result::status::queued);
-  EXPECT_EQ(s.counts()["queued"], n);
-  EXPECT_LT(s.batches(), std::size_t(n));  // group commit: fewer transactions than jobs
+  {
+    SQLite::Database db(path, SQLite::OPEN_READWRITE);
+    db.exec("INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 'x')");
+  }
+  sqlite_options o;
+  o.path = path;
+  try {
+    sqlite_store s(o, t0);
+    FAIL() << "a newer schema was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("newer than this resendd"), std::string::npos);
+  }
+}
+
+TEST(Store, DatabaseLockIsExclusive) {
+  test::temp_dir dir;
+  const auto path = dir.file("q.db");
+  lock_holder h;
+  auto first = database_lock::try_acquire(path, &h);
+  ASSERT_TRUE(first);
+  first->publish("http://127.0.0.1:1234");
+  EXPECT_FALSE(database_lock::try_acquire(path, &h));
+  EXPECT_EQ(h.pid, long(::getpid()));
+  EXPECT_EQ(h.url, "http://127.0.0.1:1234");
+  first.reset();
+  EXPECT_TRUE(database_lock::try_acquire(path, &h));
 }

@@ -1,0 +1,134 @@
+#include "queue/queue_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "queue/dispatcher.h"
+#include "util/await.h"
+
+namespace resendd {
+
+namespace asio = boost::asio;
+using namespace store;
+
+namespace {
+constexpr int purge_batch_rows = 1000;
+constexpr int vacuum_step_pages = 2000;
+}  // namespace
+
+queue_service::queue_service(queue_store& store, dispatcher* dispatch, const clock& clk,
+                             queue_timeouts t)
+    : store_(store), dispatch_(dispatch), clk_(clk), t_(t) {}
+
+asio::awaitable<enqueue_result> queue_service::enqueue(new_job job) {
+  auto g = make_gate();
+  const auto now = clk_.now();
+  auto r = co_await await_callback_for<enqueue_result>(
+      [&](auto done) { store_.enqueue(std::move(job), now, g, std::move(done)); }, t_.commit,
+      [g] { return abandon(g); });
+  if (!r)
+    co_return enqueue_result{enqueue_result::status::busy, {}, {},
+                             "the store did not commit within " + format_duration(t_.commit)};
+  if (r->what == enqueue_result::status::queued && dispatch_) dispatch_->wake();
+  co_return *r;
+}
+
+asio::awaitable<read_result> queue_service::job(std::string id) {
+  auto r = co_await await_callback_for<read_result>(
+      [&](auto done) { store_.job(std::move(id), std::move(done)); }, t_.admin,
+      [] { return true; });
+  co_return r ? *r : read_result{std::nullopt, "the store did not answer in time"};
+}
+
+asio::awaitable<read_result> queue_service::list(std::string state, int limit) {
+  auto r = co_await await_callback_for<read_result>(
+      [&](auto done) { store_.list(std::move(state), limit, std::move(done)); }, t_.admin,
+      [] { return true; });
+  co_return r ? *r : read_result{std::nullopt, "the store did not answer in time"};
+}
+
+asio::awaitable<action_result> queue_service::act(
+    std::function<void(gate, std::function<void(action_result)>)> start) {
+  auto g = make_gate();
+  auto r = co_await await_callback_for<action_result>(
+      [&](auto done) { start(g, std::move(done)); }, t_.admin, [g] { return abandon(g); });
+  co_return r ? *r
+              : action_result{action_result::status::failed, {},
+                              "the store did not answer in time; nothing was changed", 0};
+}
+
+asio::awaitable<action_result> queue_service::cancel(std::string id) {
+  const auto now = clk_.now();
+  co_return co_await act([&](gate g, auto done) { store_.cancel(id, now, g, std::move(done)); });
+}
+
+asio::awaitable<action_result> queue_service::retry(std::string id, bool force) {
+  const auto now = clk_.now();
+  auto r = co_await act(
+      [&](gate g, auto done) { store_.retry(id, now, force, g, std::move(done)); });
+  if (r.what == action_result::status::done && dispatch_) dispatch_->wake();
+  co_return r;
+}
+
+asio::awaitable<action_result> queue_service::retry_dead() {
+  const auto now = clk_.now();
+  auto r = co_await act([&](gate g, auto done) { store_.retry_dead(now, g, std::move(done)); });
+  if (r.what == action_result::status::done && dispatch_) dispatch_->wake();
+  co_return r;
+}
+
+asio::awaitable<action_result> queue_service::purge(millis older_than,
+                                                    std::vector<std::string> states) {
+  if (purging_)
+    co_return action_result{action_result::status::conflict, {}, "a purge is already running", 0};
+  purging_ = true;
+  const auto cutoff = clk_.now() - older_than;
+  std::int64_t total = 0;
+  action_result out{action_result::status::done, {}, {}, 0};
+  for (int batch = 1;; ++batch) {
+    auto r = co_await await_callback<action_result>([&](auto done) {
+      store_.purge_batch(cutoff, states, purge_batch_rows, std::move(done));
+    });
+    if (r.what != action_result::status::done) {
+      out = r;
+      break;
+    }
+    total += r.count;
+    if (batch % 50 == 0) spdlog::info("purge: {} job(s) deleted so far", total);
+    if (r.count < purge_batch_rows) break;
+  }
+  out.count = total;
+  if (out.what == action_result::status::done && total > 0) {
+    // Give the space back in small steps, each its own short transaction.
+    for (int step = 0; step < 100'000; ++step) {
+      auto r = co_await await_callback<action_result>(
+          [&](auto done) { store_.reclaim_space(vacuum_step_pages, std::move(done)); });
+      if (r.what != action_result::status::done) {
+        spdlog::warn("purge: giving space back failed: {}", r.message);
+        break;
+      }
+      if (r.count == 0) break;
+    }
+  }
+  spdlog::info("purge: {} job(s) deleted{}", total,
+               out.what == action_result::status::done ? "" : ", then failed: " + out.message);
+  purging_ = false;
+  co_return out;
+}
+
+asio::awaitable<readiness> queue_service::ready() {
+  if (dispatch_ && !dispatch_->healthy()) co_return readiness{false, "the claim loop is restarting"};
+  auto g = make_gate();
+  auto err = co_await await_callback_for<std::string>(
+      [&](auto done) { store_.probe(g, std::move(done)); }, t_.ready,
+      [g] {
+        abandon(g);
+        return true;
+      });
+  if (!err)
+    co_return readiness{false, "the store did not answer within " + format_duration(t_.ready)};
+  if (!err->empty()) co_return readiness{false, "the store cannot commit: " + *err};
+  if (!store_.healthy()) co_return readiness{false, store_.health_detail()};
+  co_return readiness{true, {}};
+}
+
+}  // namespace resendd
