@@ -84,6 +84,7 @@ int run_daemon(const config& cfg, const clock& clk) {
   so.max_queue_depth = cfg.store.max_queue_depth;
   so.max_pending_writes = std::size_t(cfg.store.max_pending_writes);
   so.busy_timeout = cfg.store.busy_timeout;
+  so.max_size = cfg.store.max_size;
   store::sqlite_store store(so, clk.now());
   // We hold the lock: whatever is delivering was cut off by a process that is gone. Its attempt
   // stays counted, so a job that kills the daemon dies after max_attempts restarts.

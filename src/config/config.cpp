@@ -206,6 +206,7 @@ void read_document(const toml::value& root, config& c, problems& errs) {
     t.integer("max_pending_writes", c.store.max_pending_writes, 1, 10'000'000);
     t.duration("commit_timeout", c.store.commit_timeout, millis{1});
     t.duration("busy_timeout", c.store.busy_timeout, millis{0});
+    t.integer("max_size", c.store.max_size, 0, std::int64_t(1) << 50);
     t.finish();
   }
   if (auto* v = section("delivery")) {
@@ -426,7 +427,8 @@ std::string render_config(const config& c) {
     << "\nmax_queue_depth = " << c.store.max_queue_depth
     << "\nmax_pending_writes = " << c.store.max_pending_writes
     << "\ncommit_timeout = " << quote(format_duration(c.store.commit_timeout))
-    << "\nbusy_timeout = " << quote(format_duration(c.store.busy_timeout)) << "\n\n";
+    << "\nbusy_timeout = " << quote(format_duration(c.store.busy_timeout))
+    << "\nmax_size = " << c.store.max_size << "\n\n";
   const auto& d = c.delivery.defaults;
   o << "[delivery]\nconcurrency = " << d.concurrency
     << "\nrequest_timeout = " << quote(format_duration(d.request_timeout))

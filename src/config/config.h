@@ -64,6 +64,7 @@ struct config {
     int max_pending_writes = 20'000;  // writes waiting for the writer; then /resend answers 503
     millis commit_timeout{5'000};     // /resend waits this long for its commit, then 503
     millis busy_timeout{5'000};       // a write waits this long for another process's lock
+    std::int64_t max_size = 0;        // bytes the database file may grow to; 0 = no limit
   } store;
   struct delivery_section {
     route_settings defaults;

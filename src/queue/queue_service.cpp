@@ -11,8 +11,8 @@ namespace asio = boost::asio;
 using namespace store;
 
 namespace {
-constexpr int purge_batch_rows = 1000;
-constexpr int vacuum_step_pages = 2000;
+constexpr int purge_batch_rows = 500;
+constexpr int vacuum_step_pages = 128;
 }  // namespace
 
 queue_service::queue_service(queue_store& store, dispatcher* dispatch, const clock& clk,
@@ -22,9 +22,10 @@ queue_service::queue_service(queue_store& store, dispatcher* dispatch, const clo
 asio::awaitable<enqueue_result> queue_service::enqueue(new_job job) {
   auto g = make_gate();
   const auto now = clk_.now();
+  const std::function<bool()> give_up = [g] { return abandon(g); };
   auto r = co_await await_callback_for<enqueue_result>(
       [&](auto done) { store_.enqueue(std::move(job), now, g, std::move(done)); }, t_.commit,
-      [g] { return abandon(g); });
+      give_up);
   if (!r)
     co_return enqueue_result{enqueue_result::status::busy, {}, {},
                              "the store did not commit within " + format_duration(t_.commit)};
@@ -32,25 +33,29 @@ asio::awaitable<enqueue_result> queue_service::enqueue(new_job job) {
   co_return *r;
 }
 
+namespace {
+// Reads change nothing: a caller that stops waiting simply drops the answer.
+const std::function<bool()> stop_waiting = [] { return true; };
+}  // namespace
+
 asio::awaitable<read_result> queue_service::job(std::string id) {
   auto r = co_await await_callback_for<read_result>(
-      [&](auto done) { store_.job(std::move(id), std::move(done)); }, t_.admin,
-      [] { return true; });
+      [&](auto done) { store_.job(std::move(id), std::move(done)); }, t_.admin, stop_waiting);
   co_return r ? *r : read_result{std::nullopt, "the store did not answer in time"};
 }
 
 asio::awaitable<read_result> queue_service::list(std::string state, int limit) {
   auto r = co_await await_callback_for<read_result>(
       [&](auto done) { store_.list(std::move(state), limit, std::move(done)); }, t_.admin,
-      [] { return true; });
+      stop_waiting);
   co_return r ? *r : read_result{std::nullopt, "the store did not answer in time"};
 }
 
-asio::awaitable<action_result> queue_service::act(
-    std::function<void(gate, std::function<void(action_result)>)> start) {
+asio::awaitable<action_result> queue_service::act(const action_start& start) {
   auto g = make_gate();
+  const std::function<bool()> give_up = [g] { return abandon(g); };
   auto r = co_await await_callback_for<action_result>(
-      [&](auto done) { start(g, std::move(done)); }, t_.admin, [g] { return abandon(g); });
+      [&](auto done) { start(g, std::move(done)); }, t_.admin, give_up);
   co_return r ? *r
               : action_result{action_result::status::failed, {},
                               "the store did not answer in time; nothing was changed", 0};
@@ -58,20 +63,24 @@ asio::awaitable<action_result> queue_service::act(
 
 asio::awaitable<action_result> queue_service::cancel(std::string id) {
   const auto now = clk_.now();
-  co_return co_await act([&](gate g, auto done) { store_.cancel(id, now, g, std::move(done)); });
+  const action_start start = [&](gate g, auto done) { store_.cancel(id, now, g, std::move(done)); };
+  co_return co_await act(start);
 }
 
 asio::awaitable<action_result> queue_service::retry(std::string id, bool force) {
   const auto now = clk_.now();
-  auto r = co_await act(
-      [&](gate g, auto done) { store_.retry(id, now, force, g, std::move(done)); });
+  const action_start start = [&](gate g, auto done) {
+    store_.retry(id, now, force, g, std::move(done));
+  };
+  auto r = co_await act(start);
   if (r.what == action_result::status::done && dispatch_) dispatch_->wake();
   co_return r;
 }
 
 asio::awaitable<action_result> queue_service::retry_dead() {
   const auto now = clk_.now();
-  auto r = co_await act([&](gate g, auto done) { store_.retry_dead(now, g, std::move(done)); });
+  const action_start start = [&](gate g, auto done) { store_.retry_dead(now, g, std::move(done)); };
+  auto r = co_await act(start);
   if (r.what == action_result::status::done && dispatch_) dispatch_->wake();
   co_return r;
 }
@@ -118,12 +127,13 @@ asio::awaitable<action_result> queue_service::purge(millis older_than,
 asio::awaitable<readiness> queue_service::ready() {
   if (dispatch_ && !dispatch_->healthy()) co_return readiness{false, "the claim loop is restarting"};
   auto g = make_gate();
+  // The probe changes nothing: past the deadline, stop it if it has not started, and answer.
+  const std::function<bool()> give_up = [g] {
+    abandon(g);
+    return true;
+  };
   auto err = co_await await_callback_for<std::string>(
-      [&](auto done) { store_.probe(g, std::move(done)); }, t_.ready,
-      [g] {
-        abandon(g);
-        return true;
-      });
+      [&](auto done) { store_.probe(g, std::move(done)); }, t_.ready, give_up);
   if (!err)
     co_return readiness{false, "the store did not answer within " + format_duration(t_.ready)};
   if (!err->empty()) co_return readiness{false, "the store cannot commit: " + *err};

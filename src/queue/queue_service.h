@@ -53,8 +53,9 @@ class queue_service {
   std::uint64_t commits() const { return store_.commits(); }
 
  private:
-  boost::asio::awaitable<store::action_result> act(
-      std::function<void(store::gate, std::function<void(store::action_result)>)> start);
+  using action_start =
+      std::function<void(store::gate, std::function<void(store::action_result)>)>;
+  boost::asio::awaitable<store::action_result> act(const action_start& start);
 
   store::queue_store& store_;
   dispatcher* dispatch_;

@@ -24,6 +24,9 @@ namespace resendd::store {
 using nlohmann::json;
 
 // Prepared statements of one connection, parsed once and reset for every use.
+// release() resets every statement handed out since the last call: a statement left stepped
+// keeps a read snapshot open, and in WAL mode that stops every checkpoint (the log then grows
+// without bound). The writer calls it after each request.
 class statement_cache {
  public:
   explicit statement_cache(SQLite::Database& db) : db_(db) {}
@@ -32,12 +35,18 @@ class statement_cache {
     if (!s) s = std::make_unique<SQLite::Statement>(db_, sql);
     s->reset();
     s->clearBindings();
+    used_.push_back(s.get());
     return *s;
+  }
+  void release() {
+    for (auto* s : used_) s->tryReset();
+    used_.clear();
   }
 
  private:
   SQLite::Database& db_;
   std::unordered_map<const char*, std::unique_ptr<SQLite::Statement>> cache_;
+  std::vector<SQLite::Statement*> used_;
 };
 
 // The reader: one thread, one read-only connection, a bounded queue of reads.
@@ -81,6 +90,47 @@ class read_thread {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::function<void(SQLite::Database&)>> pending_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// Checkpoints the WAL from its own connection and thread, so that no commit pays for a
+// checkpoint (the writer connection has wal_autocheckpoint off). PASSIVE checkpoints run beside
+// the writer and readers; the log restarts from its beginning once a checkpoint caught up.
+class checkpoint_thread {
+ public:
+  checkpoint_thread(std::unique_ptr<SQLite::Database> db, const writer& w)
+      : db_(std::move(db)), writer_(w), thread_([this] { loop(); }) {}
+  ~checkpoint_thread() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void loop() {
+    std::uint64_t seen = 0;
+    std::unique_lock lock(mutex_);
+    while (!wake_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; })) {
+      const auto now = writer_.batches();
+      if (now == seen) continue;
+      seen = now;
+      lock.unlock();
+      try {
+        db_->exec("PRAGMA wal_checkpoint(PASSIVE)");
+      } catch (const std::exception& e) {
+        spdlog::warn("store: checkpoint failed: {}", e.what());
+      }
+      lock.lock();
+    }
+  }
+  std::unique_ptr<SQLite::Database> db_;
+  const writer& writer_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
   bool stopping_ = false;
   std::thread thread_;
 };
@@ -139,7 +189,8 @@ void prepare_file(const std::string& path) {
   ::close(fd);
 }
 
-std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis busy) {
+std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis busy,
+                                              std::int64_t max_size) {
   auto db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
   // Only takes effect on a new, empty file; migration 3 converts older files.
   db->exec("PRAGMA auto_vacuum = INCREMENTAL");
@@ -148,6 +199,11 @@ std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis bu
   db->exec("PRAGMA synchronous = FULL");
   db->exec("PRAGMA foreign_keys = ON");
   db->exec("PRAGMA busy_timeout = " + std::to_string(busy.count()));
+  db->exec("PRAGMA wal_autocheckpoint = 0");  // checkpoint_thread does it, off the commit path
+  if (max_size > 0) {
+    const auto page = db->execAndGet("PRAGMA page_size").getInt64();
+    db->exec("PRAGMA max_page_count = " + std::to_string(std::max<std::int64_t>(1, max_size / page)));
+  }
   return db;
 }
 
@@ -236,19 +292,26 @@ sqlite_store::sqlite_store(const sqlite_options& opts, sys_time now) : opts_(opt
       return;
     }
     prepare_file(opts_.path);
-    auto db = open_writer(opts_.path, opts_.busy_timeout);
+    auto db = open_writer(opts_.path, opts_.busy_timeout, opts_.max_size);
     const int applied = migrate(*db, to_iso8601(now));
     if (applied) spdlog::info("store: applied {} migration(s) to {}", applied, opts_.path);
     recount(*db);
     wstmts_ = std::make_unique<statement_cache>(*db);
     reader_ = std::make_unique<read_thread>(open_reader(opts_.path, opts_.busy_timeout));
     writer_ = std::make_unique<writer>(std::move(db), opts_.path, opts_.max_pending_writes);
+    writer_->after_each([this] { wstmts_->release(); });
+    {
+      auto cp = std::make_unique<SQLite::Database>(opts_.path, SQLite::OPEN_READWRITE);
+      cp->exec("PRAGMA busy_timeout = " + std::to_string(opts_.busy_timeout.count()));
+      checkpointer_ = std::make_unique<checkpoint_thread>(std::move(cp), *writer_);
+    }
   } catch (const SQLite::Exception& e) {
     throw std::runtime_error("store " + opts_.path + ": " + e.what());
   }
 }
 
 sqlite_store::~sqlite_store() {
+  checkpointer_.reset();
   if (writer_) writer_->stop();
   wstmts_.reset();  // statements before the connection they belong to
   writer_.reset();
@@ -336,7 +399,7 @@ void sqlite_store::enqueue(new_job job, sys_time now, gate g,
         }
         done(*result);
       },
-      writer::kind::bounded, std::move(g));
+      writer::kind::bounded, std::move(g), true);
   if (!taken) done({enqueue_result::status::busy, {}, {}, "the store's write queue is full"});
 }
 
@@ -763,7 +826,7 @@ void sqlite_store::probe(gate g, std::function<void(std::string)> done) {
         db.exec("DELETE FROM store_probe");
       },
       [done](std::exception_ptr e) { done(e ? error_text(e) : std::string()); },
-      writer::kind::bounded, std::move(g));
+      writer::kind::bounded, std::move(g), write);
   if (!taken) done("the store's write queue is full");
 }
 
@@ -787,6 +850,7 @@ int sqlite_store::requeue_delivering(sys_time now, bool refund) {
 
 void sqlite_store::close() {
   if (!writer_) return;
+  checkpointer_.reset();
   try {
     // Everything into the main file, so that copying resendd.db alone is a whole backup.
     writer_->run_sync([](SQLite::Database& db) { db.exec("PRAGMA wal_checkpoint(TRUNCATE)"); },

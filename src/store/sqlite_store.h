@@ -22,12 +22,14 @@ namespace resendd::store {
 class writer;
 class read_thread;
 class statement_cache;
+class checkpoint_thread;
 
 struct sqlite_options {
   std::string path = "var/resendd.db";
   std::int64_t max_queue_depth = 1'000'000;  // queued + delivering; then enqueue says `full`
   std::size_t max_pending_writes = 20'000;   // writer queue; then enqueue says `busy`
   millis busy_timeout{5'000};                // how long a write waits for another process's lock
+  std::int64_t max_size = 0;                 // bytes the file may grow to (0 = no limit)
   // Read-only (CLI reads while a daemon runs): no migrations, no writer; the file must exist.
   bool read_only = false;
 };
@@ -80,6 +82,7 @@ class sqlite_store final : public queue_store {
   std::unique_ptr<statement_cache> wstmts_;  // writer thread only
   std::unique_ptr<writer> writer_;
   std::unique_ptr<read_thread> reader_;
+  std::unique_ptr<checkpoint_thread> checkpointer_;  // after writer_: stops first
 };
 
 }  // namespace resendd::store

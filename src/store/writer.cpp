@@ -61,12 +61,12 @@ void writer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool writer::submit(work_fn work, done_fn done, kind k, gate g) {
+bool writer::submit(work_fn work, done_fn done, kind k, gate g, bool proof) {
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return false;
     if (k == kind::bounded && pending_.size() >= max_pending_) return false;
-    pending_.push_back({std::move(work), std::move(done), k, std::move(g)});
+    pending_.push_back({std::move(work), std::move(done), k, std::move(g), proof});
   }
   wake_.notify_one();
   return true;
@@ -153,6 +153,7 @@ void writer::run_alone(request& r) {
     e = std::current_exception();
     spdlog::error("store: {}", what_of(e));
   }
+  if (after_each_) after_each_();
   if (r.done) r.done(e);
 }
 
@@ -160,6 +161,7 @@ void writer::commit_batch(std::deque<request>& batch) {
   std::vector<std::exception_ptr> errors(batch.size());
   std::exception_ptr commit_error;
   std::exception_ptr storage_error;
+  bool proven = false;
   try {
     check_file();
     db_->exec("BEGIN IMMEDIATE");
@@ -167,9 +169,12 @@ void writer::commit_batch(std::deque<request>& batch) {
       db_->exec("SAVEPOINT one");
       try {
         batch[i].work(*db_);
+        if (after_each_) after_each_();
         db_->exec("RELEASE one");
+        proven = proven || batch[i].proof;
       } catch (...) {
         errors[i] = std::current_exception();
+        if (after_each_) after_each_();
         if (is_storage_error(errors[i])) storage_error = errors[i];
         db_->exec("ROLLBACK TO one");
         db_->exec("RELEASE one");
@@ -190,7 +195,7 @@ void writer::commit_batch(std::deque<request>& batch) {
                           " request(s) failed: " + what_of(commit_error));
   else if (storage_error)
     set_health(false, what_of(storage_error));
-  else
+  else if (proven || healthy_.load())
     set_health(true, "");
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (!batch[i].done) continue;

@@ -53,11 +53,17 @@ class writer {
 
   // False (and `done` is not called) when a bounded request finds the queue full or the writer
   // stopped.
-  bool submit(work_fn work, done_fn done, kind k = kind::bounded, gate g = nullptr);
+  // `proof`: this request writes like a job does (an enqueue, the readiness probe after a
+  // failure); after a failure only such a request committing makes the writer healthy again.
+  bool submit(work_fn work, done_fn done, kind k = kind::bounded, gate g = nullptr,
+              bool proof = false);
   // Runs `work` in a transaction and waits for the commit; rethrows its error. Not for the
   // writer thread itself; for start-up, shutdown and one-shot CLI paths only.
   void run_sync(work_fn work, kind k = kind::essential);
   void stop();
+  // Runs on the writer thread after every request's work, thrown or not (before the commit).
+  // Set before the first submit.
+  void after_each(std::function<void()> fn) { after_each_ = std::move(fn); }
 
   std::uint64_t batches() const { return batches_.load(); }
   bool healthy() const { return healthy_.load(); }
@@ -69,6 +75,7 @@ class writer {
     done_fn done;
     kind k;
     gate g;
+    bool proof;
   };
   void loop();
   void commit_batch(std::deque<request>& batch);
@@ -89,6 +96,7 @@ class writer {
   std::atomic<std::uint64_t> batches_{0};
   std::atomic<bool> healthy_{true};
   std::string health_detail_;  // guarded by mutex_
+  std::function<void()> after_each_;
   std::thread thread_;
 };
 

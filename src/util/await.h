@@ -5,6 +5,8 @@
 // await_callback_for adds a deadline: when it passes, `give_up()` decides — true: stop waiting
 // (nullopt; the callback's value, if it ever comes, is dropped); false: the operation can no
 // longer be stopped (it has started), so wait for its value however long it takes.
+// GCC 12 destroys a temporary with a destructor passed by value to a coroutine twice: `give_up`
+// is taken by reference, and callers pass named objects.
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -35,7 +37,7 @@ boost::asio::awaitable<T> await_callback(Start start) {
 template <class T, class Start>
 boost::asio::awaitable<std::optional<T>> await_callback_for(Start start,
                                                             std::chrono::milliseconds timeout,
-                                                            std::function<bool()> give_up) {
+                                                            const std::function<bool()>& give_up) {
   namespace asio = boost::asio;
   auto ex = co_await asio::this_coro::executor;
   struct state {

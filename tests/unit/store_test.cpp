@@ -5,6 +5,8 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 
+#include <array>
+#include <atomic>
 #include <future>
 #include <nlohmann/json.hpp>
 
@@ -376,4 +378,39 @@ TEST(Store, DatabaseLockIsExclusive) {
   EXPECT_EQ(h.url, "http://127.0.0.1:1234");
   first.reset();
   EXPECT_TRUE(database_lock::try_acquire(path, &h));
+}
+
+TEST(Store, WriterQueueIsBoundedAndSaysBusyAtOnce) {
+  test::temp_dir dir;
+  sqlite_options o;
+  o.path = dir.file("q.db");
+  o.max_pending_writes = 2;
+  o.busy_timeout = millis{10'000};
+  sqlite_store s(o, t0);
+  SQLite::Database other(o.path, SQLite::OPEN_READWRITE);
+  other.exec("BEGIN IMMEDIATE");  // the writer blocks on this lock
+  constexpr int n = 10;
+  std::vector<std::promise<enqueue_result>> results(n);
+  std::array<std::atomic<bool>, n> called{};
+  int answered_at_once = 0;
+  for (int i = 0; i < n; ++i) {
+    s.enqueue(make("j" + std::to_string(i)), t0, nullptr,
+              [&results, &called, i](enqueue_result r) {
+                called[std::size_t(i)] = true;
+                results[std::size_t(i)].set_value(r);
+              });
+    answered_at_once += called[std::size_t(i)].load();
+  }
+  // At most one batch taken by the writer plus two waiting: the rest were refused at once.
+  EXPECT_GE(answered_at_once, n - 4);
+  other.exec("ROLLBACK");
+  int queued = 0, busy = 0;
+  for (auto& r : results) {
+    const auto what = r.get_future().get().what;
+    queued += what == enqueue_result::status::queued;
+    busy += what == enqueue_result::status::busy;
+  }
+  EXPECT_EQ(queued + busy, n);
+  EXPECT_GE(busy, n - 4);
+  EXPECT_GE(queued, 1);
 }
