@@ -4,7 +4,6 @@
 
 #include <array>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -59,7 +58,17 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
         sock.close(ec);
         continue;
       }
-      asio::co_spawn(sock.get_executor(), session(std::move(sock)), asio::detached);
+      // An exception that escapes a session (a parser's, say) ends that connection only.
+      asio::co_spawn(sock.get_executor(), session(std::move(sock)), [](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          spdlog::warn("http: a connection ended on an error: {}", ex.what());
+        } catch (...) {
+          spdlog::warn("http: a connection ended on an unknown error");
+        }
+      });
     }
   }
 
@@ -95,14 +104,29 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     }
   }
 
+  // Counts a connection and lists its stream for stop() while the session lives, however it
+  // ends (an exception included).
+  struct session_guard {
+    impl& s;
+    beast::tcp_stream* stream;
+    session_guard(impl& owner, beast::tcp_stream* st) : s(owner), stream(st) {
+      ++s.connections;
+      std::lock_guard lock(s.mutex);
+      s.open_streams.insert(stream);
+    }
+    ~session_guard() {
+      {
+        std::lock_guard lock(s.mutex);
+        s.open_streams.erase(stream);
+      }
+      --s.connections;
+    }
+  };
+
   asio::awaitable<void> session(tcp::socket sock) {
     auto self = shared_from_this();
-    ++connections;
     beast::tcp_stream stream(std::move(sock));
-    {
-      std::lock_guard lock(mutex);
-      open_streams.insert(&stream);
-    }
+    session_guard guard(*this, &stream);
     beast::flat_buffer buffer;
     for (;;) {
       http::request_parser<http::string_body> parser;
@@ -169,11 +193,6 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    {
-      std::lock_guard lock(mutex);
-      open_streams.erase(&stream);
-    }
-    --connections;
   }
 };
 
@@ -189,7 +208,9 @@ std::uint16_t http_server::start() {
   a.set_option(asio::socket_base::reuse_address(true));
   a.bind(ep);
   a.listen(asio::socket_base::max_listen_connections);
-  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  asio::co_spawn(impl_->io, impl_->accept_loop(), [](std::exception_ptr e) {
+    if (e) spdlog::critical("http: the accept loop failed; no new connections are accepted");
+  });
   return a.local_endpoint().port();
 }
 
