@@ -8,6 +8,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <functional>
 
+#include <sys/resource.h>
+
 #ifdef RESENDD_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
 #endif
@@ -33,6 +35,43 @@ void notify_systemd([[maybe_unused]] const char* state) {
 #ifdef RESENDD_HAVE_SYSTEMD
   sd_notify(0, state);
 #endif
+}
+
+// Runs the io_context until it is stopped. An exception thrown inside a completion handler (Beast
+// throws from its parser on, say, an oversized trailer field) propagates out of run(): the
+// operation it belonged to is gone, and with it the coroutine waiting on it, whose frame is
+// destroyed (its guards free what it held). Only that connection or delivery ends; the daemon
+// logs it once and runs on (Asio allows run() to be called again after such an exception).
+void run_io(asio::io_context& io) {
+  for (;;) {
+    try {
+      io.run();
+      return;
+    } catch (const std::exception& e) {
+      spdlog::error("io: an operation ended on an error and was dropped: {}", e.what());
+    } catch (...) {
+      spdlog::error("io: an operation ended on an unknown error and was dropped");
+    }
+  }
+}
+
+// The descriptor limit: the soft limit raised to the hard one, then checked against what the
+// server may open (connections, plus deliveries, plus the store's files).
+void raise_fd_limit(const config& cfg) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  const auto need = rlim_t(cfg.server.max_connections) +
+                    rlim_t(cfg.delivery.defaults.concurrency) + 64;
+  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < need)
+    spdlog::warn("open files limit {} is below what server.max_connections ({}) and "
+                 "delivery.concurrency ({}) may need ({}): raise LimitNOFILE or lower them",
+                 lim.rlim_cur, cfg.server.max_connections, cfg.delivery.defaults.concurrency,
+                 need);
 }
 
 }  // namespace
@@ -65,6 +104,8 @@ int run_daemon(const config& cfg, const clock& clk) {
       !cfg.server.allow_unauthenticated_public)
     throw std::runtime_error("server.listen: refusing to listen on " + host +
                              " without server.api_tokens (or allow_unauthenticated_public = true)");
+
+  raise_fd_limit(cfg);
 
   // One daemon per database, decided before anything touches the queue: a second one must not
   // re-queue the first one's deliveries.
@@ -105,7 +146,8 @@ int run_daemon(const config& cfg, const clock& clk) {
                        cfg.server.max_body_bytes,
                        16 * 1024,
                        cfg.server.read_timeout,
-                       cfg.server.max_connections};
+                       cfg.server.max_connections,
+                       cfg.server.max_connections_per_client};
   http_server server(io, sopts,
                      [&handlers](incoming_request r) { return handlers.handle(std::move(r)); });
 
@@ -148,7 +190,7 @@ int run_daemon(const config& cfg, const clock& clk) {
 
   // One thread runs all network I/O (server, client, timers): Beast streams and their timers are
   // not thread-safe, and the heavy work (SQLite commits) has its own thread in the store writer.
-  io.run();
+  run_io(io);
 
   // Deliveries cut off by the deadline go back to the queue with their attempt given back; the
   // writer then drains, checkpoints the WAL into the database file and stops.

@@ -196,6 +196,7 @@ void read_document(const toml::value& root, config& c, problems& errs) {
     t.boolean("allow_unauthenticated_public", c.server.allow_unauthenticated_public);
     t.integer("max_body_bytes", c.server.max_body_bytes, 1024, 64 << 20);
     t.integer("max_connections", c.server.max_connections, 1, 100000);
+    t.integer("max_connections_per_client", c.server.max_connections_per_client, 1, 100000);
     t.duration("read_timeout", c.server.read_timeout, millis{100});
     t.finish();
   }
@@ -422,6 +423,7 @@ std::string render_config(const config& c) {
   o << "]\nallow_unauthenticated_public = " << std::boolalpha
     << c.server.allow_unauthenticated_public << "\nmax_body_bytes = " << c.server.max_body_bytes
     << "\nmax_connections = " << c.server.max_connections
+    << "\nmax_connections_per_client = " << c.server.max_connections_per_client
     << "\nread_timeout = " << quote(format_duration(c.server.read_timeout)) << "\n\n";
   o << "[store]\npath = " << quote(c.store.path)
     << "\nmax_queue_depth = " << c.store.max_queue_depth

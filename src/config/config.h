@@ -56,6 +56,7 @@ struct config {
     bool allow_unauthenticated_public = false;  // listen beyond loopback with no api_tokens
     std::size_t max_body_bytes = 1 << 20;
     int max_connections = 1024;
+    int max_connections_per_client = 256;  // from one address (a proxy in front counts as one)
     millis read_timeout{30'000};  // a whole request must arrive within this
   } server;
   struct store_section {

@@ -19,6 +19,10 @@
 #include <unordered_map>
 #include <variant>
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include "http/address_policy.h"
 
 namespace resendd {
@@ -94,6 +98,15 @@ std::optional<millis> wait_hint(const http::fields& f) {
   return best;
 }
 
+// An idle kept-alive connection is reusable only while nothing is waiting on it: readable means
+// the peer closed it (EOF) or sent bytes no request asked for; either way it is dropped.
+bool still_idle(beast::tcp_stream& s) {
+  if (!s.socket().is_open()) return false;
+  char byte;
+  const auto n = ::recv(s.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 std::string describe(const beast::error_code& ec) {
   if (ec == beast::error::timeout) return "timed out";
   return ec.message();
@@ -123,7 +136,7 @@ struct http_client::impl {
     while (!list.empty()) {
       auto c = std::move(list.back());
       list.pop_back();
-      if (steady::now() - c->idle_since < opts.idle_timeout && c->lowest().socket().is_open())
+      if (steady::now() - c->idle_since < opts.idle_timeout && still_idle(c->lowest()))
         return c;
     }
     return nullptr;
@@ -141,9 +154,13 @@ struct http_client::impl {
                                                     steady::time_point deadline,
                                                     attempt_result& out);
 
+  // Sends the request and reads the final answer. True when the connection may be reused (the
+  // answer was read whole and the peer keeps it alive). `wrote`: the request was sent;
+  // `got_bytes`: anything of an answer came back.
   template <class Stream>
   asio::awaitable<bool> exchange(Stream& s, const target& t, const outbound_request& req,
-                                 steady::time_point deadline, attempt_result& out, bool& wrote);
+                                 steady::time_point deadline, attempt_result& out, bool& wrote,
+                                 bool& got_bytes);
 };
 
 asio::awaitable<std::unique_ptr<connection>> http_client::impl::open(const target& t,
@@ -214,7 +231,7 @@ template <class Stream>
 asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
                                                   const outbound_request& req,
                                                   steady::time_point deadline, attempt_result& out,
-                                                  bool& wrote) {
+                                                  bool& wrote, bool& got_bytes) {
   http::request<http::string_body> msg;
   msg.method_string(req.method);
   msg.target(t.path_and_query);
@@ -242,28 +259,61 @@ asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
     co_return false;
   }
   wrote = true;
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(opts.max_response_bytes);
-  parser.header_limit(64 * 1024);
-  co_await http::async_read(s, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec == http::error::body_limit && parser.is_header_done()) {
-    // Answered: the status stands, the body is kept as far as read.
-    out.status = int(parser.get().result_int());
-    out.body = std::move(parser.get().body());
-    out.retry_after = wait_hint(parser.get().base());
-    co_return false;
+  // Bounded: a destination's trailer fields are not covered by the header limit, and Beast
+  // throws on a field of 64 KiB or more; this buffer ends such an answer with an error first.
+  beast::flat_buffer buffer{48 * 1024};
+  // Interim answers (100 Continue, 103 Early Hints) are read and skipped until the final one
+  // (RFC 9110 §15.2); a bounded number of them, so a peer cannot keep us here.
+  for (int interim = 0;; ++interim) {
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(opts.max_response_bytes);
+    parser.header_limit(32 * 1024);
+    if (beast::iequals(req.method, "HEAD")) parser.skip(true);  // no body, whatever it says
+    try {
+      co_await http::async_read(s, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    } catch (const std::exception& e) {
+      out.error = std::string("receive: malformed answer: ") + e.what();
+      got_bytes = got_bytes || parser.got_some();
+      co_return false;
+    }
+    got_bytes = got_bytes || parser.got_some() || buffer.size() > 0;
+    if (ec == http::error::body_limit && parser.is_header_done()) {
+      // Answered: the status stands, the body is kept as far as read.
+      out.status = int(parser.get().result_int());
+      out.body = std::move(parser.get().body());
+      out.retry_after = wait_hint(parser.get().base());
+      co_return false;
+    }
+    // A TLS peer that closes without close_notify after a body delimited by the close: the
+    // answer is whole (the parser was waiting for exactly that end).
+    const bool truncated_but_whole = ec == asio::ssl::error::stream_truncated &&
+                                     parser.is_header_done() && parser.need_eof();
+    if (truncated_but_whole) {
+      auto& res = parser.get();
+      out.status = int(res.result_int());
+      out.body = std::move(res.body());
+      out.retry_after = wait_hint(res.base());
+      co_return false;
+    }
+    if (ec) {
+      out.error = "receive: " + describe(ec);
+      out.timed_out = ec == beast::error::timeout;
+      co_return false;
+    }
+    auto& res = parser.get();
+    const int status = int(res.result_int());
+    if (status >= 100 && status < 200 && status != 101) {
+      if (interim >= 8) {
+        out.error = "receive: more than 8 interim (1xx) answers";
+        co_return false;
+      }
+      continue;
+    }
+    out.status = status;
+    out.body = std::move(res.body());
+    out.retry_after = wait_hint(res.base());
+    co_return res.keep_alive() && status != 101;
   }
-  if (ec) {
-    out.error = "receive: " + describe(ec);
-    out.timed_out = ec == beast::error::timeout;
-    co_return false;
-  }
-  auto& res = parser.get();
-  out.status = int(res.result_int());
-  out.body = std::move(res.body());
-  out.retry_after = wait_hint(res.base());
-  co_return res.keep_alive();
 }
 
 http_client::http_client(asio::any_io_executor ex, const client_options& opts)
@@ -280,18 +330,21 @@ asio::awaitable<attempt_result> http_client::send(outbound_request req) {
     co_return out;
   }
   const auto deadline = steady::now() + req.timeout;
-  // A pooled connection the peer closed fails on write; then (nothing was sent) a fresh one is
-  // tried. A failure after the request was written is never retried here: the peer may have
-  // acted on it, and the retry policy decides.
+  // A kept-alive connection may have been closed by the peer at any moment: a write to it can
+  // still succeed, and the EOF shows on the read. When a reused connection fails before any byte
+  // of an answer came back, the request is sent once more on a fresh connection, within the same
+  // attempt (what browsers and curl do; the job's client_token keeps Feishu writes idempotent).
+  // A failure after an answer began is never retried here: the retry policy decides.
   for (int round = 0; round < 2; ++round) {
     auto c = round == 0 ? impl_->take_idle(t->pool_key) : nullptr;
     const bool reused = c != nullptr;
     if (!c) c = co_await impl_->open(*t, req, deadline, out);
     if (!c) co_return out;
-    bool wrote = false;
+    bool wrote = false, got_bytes = false;
     const bool keep = co_await std::visit(
-        [&](auto& s) { return impl_->exchange(*s, *t, req, deadline, out, wrote); }, c->stream);
-    if (!out.answered() && reused && !wrote) {
+        [&](auto& s) { return impl_->exchange(*s, *t, req, deadline, out, wrote, got_bytes); },
+        c->stream);
+    if (!out.answered() && reused && !got_bytes && !out.timed_out) {
       out = attempt_result{};
       continue;
     }

@@ -18,7 +18,9 @@ struct client_options {
   std::string ca_file;  // extra trusted CAs (PEM), "" = system store only
   std::size_t max_response_bytes = 1 << 20;
   std::size_t max_idle_per_origin = 16;
-  millis idle_timeout{15'000};  // a pooled connection older than this is not reused
+  // A pooled connection idle longer than this is not reused: below common servers' keep-alive
+  // timeouts (nginx 75 s, many proxies 5 s), so we rarely write to one the peer is closing.
+  millis idle_timeout{4'000};
   std::string user_agent = "resendd/0.1";
 };
 

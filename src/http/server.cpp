@@ -6,11 +6,14 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <map>
+#include <optional>
 #include <set>
 
 namespace resendd {
@@ -27,6 +30,24 @@ outgoing_response json_error(int status, std::string_view code, std::string_view
   return r;
 }
 
+namespace {
+// RFC 9112 §6.1 and §6.3: a Transfer-Encoding other than exactly "chunked", more than one, or one
+// beside a Content-Length leaves the body's length in doubt (request smuggling).
+template <class Fields>
+std::optional<std::string> framing_problem(const Fields& h) {
+  const auto n = h.count(http::field::transfer_encoding);
+  if (n == 0) return std::nullopt;
+  if (n > 1) return "more than one Transfer-Encoding field";
+  if (h.count(http::field::content_length))
+    return "Transfer-Encoding and Content-Length together";
+  auto te = h[http::field::transfer_encoding];
+  while (!te.empty() && (te.front() == ' ' || te.front() == '\t')) te.remove_prefix(1);
+  while (!te.empty() && (te.back() == ' ' || te.back() == '\t')) te.remove_suffix(1);
+  if (!beast::iequals(te, "chunked")) return "Transfer-Encoding other than chunked";
+  return std::nullopt;
+}
+}  // namespace
+
 struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   asio::io_context& io;
   server_options opts;
@@ -37,6 +58,11 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   std::atomic<bool> stopping{false};
   std::mutex mutex;
   std::set<beast::tcp_stream*> open_streams;
+  // io thread only:
+  bool starved = false;
+  millis pause{0};
+  std::map<asio::ip::address, int> per_client;
+  std::set<asio::ip::address> client_capped;  // warned once until it drops below the cap
 
   impl(asio::io_context& i, server_options o, request_handler h)
       : io(i), opts(std::move(o)), handler(std::move(h)), acceptor(i) {}
@@ -49,7 +75,25 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
           co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) co_return;
-        spdlog::warn("accept: {}", ec.message());
+        // Out of descriptors (or memory): accepting again at once would spin. Pause, growing
+        // to a second, and say so once per episode.
+        if (!starved) spdlog::warn("accept: {}; pausing new connections until it clears", ec.message());
+        starved = true;
+        pause = std::min(pause == millis{0} ? millis{10} : pause * 2, millis{1000});
+        asio::steady_timer t(io, pause);
+        co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        continue;
+      }
+      if (starved) spdlog::info("accept: accepting connections again");
+      starved = false;
+      pause = millis{0};
+      const auto peer = sock.remote_endpoint(ec).address();
+      if (!ec && per_client[peer] >= opts.max_connections_per_client) {
+        if (!client_capped.count(peer))
+          spdlog::warn("connection limit per client ({}) reached for {}; closing its new ones",
+                       opts.max_connections_per_client, peer.to_string());
+        client_capped.insert(peer);
+        sock.close(ec);
         continue;
       }
       if (connections.load() >= opts.max_connections) {
@@ -109,8 +153,12 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   struct session_guard {
     impl& s;
     beast::tcp_stream* stream;
+    asio::ip::address peer;
     session_guard(impl& owner, beast::tcp_stream* st) : s(owner), stream(st) {
       ++s.connections;
+      beast::error_code ec;
+      peer = stream->socket().remote_endpoint(ec).address();
+      ++s.per_client[peer];
       std::lock_guard lock(s.mutex);
       s.open_streams.insert(stream);
     }
@@ -119,6 +167,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
         std::lock_guard lock(s.mutex);
         s.open_streams.erase(stream);
       }
+      if (--s.per_client[peer] <= 0) s.per_client.erase(peer), s.client_capped.erase(peer);
       --s.connections;
     }
   };
@@ -127,7 +176,9 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     auto self = shared_from_this();
     beast::tcp_stream stream(std::move(sock));
     session_guard guard(*this, &stream);
-    beast::flat_buffer buffer;
+    // Bounded: trailer fields are not covered by the header limit, and Beast throws on a field
+    // of 64 KiB or more; a buffer this size ends such a request with an error first.
+    beast::flat_buffer buffer{opts.max_header_bytes + 16 * 1024};
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(opts.max_body_bytes);
@@ -136,6 +187,13 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       stream.expires_after(opts.read_timeout);
       co_await http::async_read_header(stream, buffer, parser,
                                        asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) {
+        if (auto bad = framing_problem(parser.get())) {
+          spdlog::info("http: rejected a request: {}", *bad);
+          co_await write(stream, json_error(400, "bad_framing", *bad), false, 11);
+          break;  // the body's length is unknown: nothing after it can be trusted
+        }
+      }
       // curl and others wait for "100 Continue" before sending a larger body.
       if (!ec && beast::iequals(parser.get()[http::field::expect], "100-continue")) {
         http::response<http::empty_body> cont{http::status::continue_, parser.get().version()};

@@ -22,6 +22,7 @@ struct server_options {
   std::size_t max_header_bytes = 16 * 1024;
   millis read_timeout{30'000};
   int max_connections = 1024;
+  int max_connections_per_client = 256;  // one address cannot take every connection
 };
 
 using request_handler = std::function<boost::asio::awaitable<outgoing_response>(incoming_request)>;

@@ -56,6 +56,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   std::atomic<int> in_flight{0};
   std::atomic<std::uint64_t> delivered{0};
   std::atomic<bool> loop_alive{false};
+  bool detached = false;  // the dispatcher is gone: frames destroyed late touch nothing
   bool wake_pending = false;      // io thread only
   bool stopping = false;          // io thread only
   std::function<void()> drained;  // io thread only
@@ -127,19 +128,25 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     ++in_flight;
     auto slot = std::make_shared<bool>(false);  // true once released
     const std::string id = j.id;
-    asio::co_spawn(ex, deliver(std::move(j), slot),
-                   [self = shared_from_this(), slot, id](std::exception_ptr e) {
-                     if (e)
-                       spdlog::error("job {}: delivery failed inside resendd: {}; its lease "
-                                     "expires and it is delivered again",
-                                     id, what_of(e));
-                     self->release(*slot);
-                   });
+    asio::co_spawn(ex, deliver(std::move(j), slot), [id](std::exception_ptr e) {
+      if (e)
+        spdlog::error("job {}: delivery failed inside resendd: {}; its lease expires and it is "
+                      "delivered again",
+                      id, what_of(e));
+    });
   }
+
+  // Frees the slot when the delivery's frame goes, however it goes: finished, thrown, or
+  // destroyed with an operation that threw inside the io loop (see app's run_io).
+  struct slot_guard {
+    impl& d;
+    std::shared_ptr<bool> slot;
+    ~slot_guard() { d.release(*slot); }
+  };
 
   // Frees one delivery slot (once) and lets the claim loop look again.
   void release(bool& slot) {
-    if (std::exchange(slot, true)) return;
+    if (detached || std::exchange(slot, true)) return;
     ++delivered;
     --in_flight;
     if (stopping) {
@@ -206,6 +213,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
 
   asio::awaitable<void> deliver(store::claimed_job job, std::shared_ptr<bool> slot) {
     auto self = shared_from_this();
+    slot_guard guard{*this, slot};
     const auto started = clk.now();
     const auto t0 = std::chrono::steady_clock::now();
     const route* r = routes.match(job.location);
@@ -307,7 +315,7 @@ dispatcher::dispatcher(asio::io_context& io, store::queue_store& store, const ro
                        credential_source* credentials)
     : impl_(std::make_shared<impl>(io, store, routes, client, clk, cfg, credentials)) {}
 
-dispatcher::~dispatcher() = default;
+dispatcher::~dispatcher() { impl_->detached = true; }
 
 void dispatcher::start() {
   asio::post(impl_->ex, [self = impl_] { self->start_claim_loop(); });

@@ -1,11 +1,13 @@
 #include "support/fake_server.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -113,6 +115,11 @@ void serve_stream(Stream& stream, const fake_server::handler& h,
     record(r);  // on arrival, so a test can see a request the handler is still holding
     fake_reply reply = h(r);
     if (reply.drop) return;
+    if (!reply.raw.empty()) {
+      asio::write(stream, asio::buffer(reply.raw), ec);
+      if (ec) return;
+      continue;
+    }
     http::response<http::string_body> res{static_cast<http::status>(reply.status), 11};
     res.set(http::field::content_type, "application/json");
     for (const auto& [k, v] : reply.headers) res.set(k, v);
@@ -121,6 +128,10 @@ void serve_stream(Stream& stream, const fake_server::handler& h,
     res.prepare_payload();
     http::write(stream, res, ec);
     if (ec || !req.keep_alive()) return;
+    if (reply.idle_close.count() > 0 && buffer.size() == 0) {
+      pollfd p{beast::get_lowest_layer(stream).native_handle(), POLLIN, 0};
+      if (::poll(&p, 1, int(reply.idle_close.count())) == 0) return;  // idle: close
+    }
   }
 }
 

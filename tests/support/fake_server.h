@@ -32,6 +32,10 @@ struct fake_reply {
   std::string body = R"({"code":0,"msg":"success","data":{}})";
   std::vector<std::pair<std::string, std::string>> headers;
   bool drop = false;  // close the connection without answering (a lost reply)
+  std::string raw;    // when set: these bytes are sent as they are, instead of an answer
+  // > 0: after answering, the connection is closed when no request follows within this long
+  // (a server's short keep-alive timeout).
+  std::chrono::milliseconds idle_close{0};
 };
 
 class fake_server {

@@ -1,0 +1,188 @@
+// Hostile peers against the real binary: clients and destinations that send oversized trailers,
+// interim answers, ambiguous framing, and connections closed behind the pool's back.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include "support/harness.h"
+
+using namespace resendd::test;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+// Sends raw bytes to the daemon and reads until it closes or `wait` passes with nothing more.
+// `closed` says whether the daemon closed the connection.
+std::string raw_exchange(std::uint16_t port, const std::string& bytes, bool* closed = nullptr,
+                         std::chrono::milliseconds wait = 3s) {
+  asio::io_context io;
+  tcp::socket s(io);
+  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  boost::system::error_code ec;
+  asio::write(s, asio::buffer(bytes), ec);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    pollfd p{s.native_handle(), POLLIN, 0};
+    if (::poll(&p, 1, int(wait.count())) <= 0) {
+      if (closed) *closed = false;
+      return out;
+    }
+    const auto n = ::recv(s.native_handle(), buf, sizeof buf, 0);
+    if (n <= 0) {
+      if (closed) *closed = true;
+      return out;
+    }
+    out.append(buf, std::size_t(n));
+  }
+}
+
+std::string big_trailer() {
+  return "X-Big: " + std::string(70'000, 'a') + "\r\n";
+}
+
+}  // namespace
+
+TEST(Hostile, OversizedTrailerFromAClientEndsOnlyThatRequest) {
+  temp_dir dir;
+  daemon_process d(dir, local_config(), {{"RESENDD_API_TOKENS", "tok-0123456789abcdef"}});
+  bool closed = false;
+  const auto answer = raw_exchange(
+      d.port(),
+      "POST /resend HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" +
+          big_trailer() + "\r\n",
+      &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(answer.find("202"), std::string::npos) << answer.substr(0, 200);
+  EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200) << d.log();
+  EXPECT_TRUE(d.running());
+}
+
+TEST(Hostile, OversizedTrailerFromADestinationIsAFailedAttemptNotACrash) {
+  temp_dir dir;
+  std::atomic<int> n{0};
+  fake_server dest([&](const received&) {
+    fake_reply r;
+    if (++n == 1)
+      r.raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+              "\r\n2\r\n{}\r\n0\r\n" +
+              big_trailer() + "\r\n";
+    return r;
+  });
+  daemon_process d(dir, local_config());
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: succeeded")) << d.log();
+  const auto first = attempt_rows(d, id, "outcome, error");
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[0][0], "retry");
+  EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
+}
+
+TEST(Hostile, InterimAnswersAreSkippedAndTheNextJobGetsItsOwnAnswer) {
+  temp_dir dir;
+  std::atomic<int> n{0};
+  fake_server dest([&](const received&) {
+    fake_reply r;
+    if (++n == 1)
+      r.raw =
+          "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n"
+          "{\"n\":\"A\"}";
+    else
+      r = fake_reply{503, "{\"n\":\"B\"}"};
+    return r;
+  });
+  daemon_process d(dir, local_config("max_attempts = 1"));
+  const auto a = job_id(post_resend(d, resend_body(dest.url("/x"), "A")));
+  ASSERT_TRUE(d.wait_log("job " + a + " attempt 1: succeeded")) << d.log();
+  EXPECT_EQ(sql_value(d.db_path(), "select last_response from jobs where id = '" + a + "'"),
+            "{\"n\":\"A\"}");
+  // Same origin, the pooled connection: B gets B's answer (503, dead), not a leftover.
+  const auto b = job_id(post_resend(d, resend_body(dest.url("/x"), "B")));
+  ASSERT_TRUE(d.wait_log("job " + b + " attempt 1: dead")) << d.log();
+  EXPECT_EQ(sql_value(d.db_path(), "select last_status from jobs where id = '" + b + "'"), "503");
+  EXPECT_EQ(dest.count(), 2u);
+}
+
+TEST(Hostile, AmbiguousTransferEncodingIs400AndClosed) {
+  temp_dir dir;
+  fake_server dest;
+  daemon_process d(dir, local_config());
+  const auto smuggled = resend_body(dest.url("/x")).dump();
+  const std::string inner = "POST /resend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            "Content-Length: " +
+                            std::to_string(smuggled.size()) + "\r\n\r\n" + smuggled;
+  for (const char* te : {"chunked, identity", "identity", "gzip, chunked, identity"}) {
+    bool closed = false;
+    const auto answer =
+        raw_exchange(d.port(),
+                     std::string("POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ") + te +
+                         "\r\n\r\n" + inner,
+                     &closed);
+    EXPECT_NE(answer.find("400"), std::string::npos) << te << ": " << answer;
+    EXPECT_NE(answer.find("bad_framing"), std::string::npos) << te;
+    EXPECT_EQ(answer.find("202"), std::string::npos) << te;
+    EXPECT_TRUE(closed) << te;
+  }
+  bool closed = false;
+  const auto both = raw_exchange(
+      d.port(),
+      "POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n"
+      "\r\n0\r\n\r\n",
+      &closed);
+  EXPECT_NE(both.find("400"), std::string::npos) << both;
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "0");
+  EXPECT_EQ(dest.count(), 0u);
+}
+
+TEST(Hostile, ConnectionsClosedWhileIdleCostNoAttempt) {
+  temp_dir dir;
+  std::atomic<int> n{0};
+  // Answers 429 (a free retry) and closes a kept-alive connection after 0.3 s of quiet; the
+  // retries come later than that, so each one finds its pooled connection closed.
+  fake_server dest([&](const received&) {
+    fake_reply r{429, "{\"code\":99991400}"};
+    if (++n >= 4) r = fake_reply{};
+    r.headers.emplace_back("Retry-After", "1");
+    r.idle_close = 300ms;
+    return r;
+  });
+  daemon_process d(dir, local_config("max_attempts = 2"));
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 4: succeeded", 30s)) << d.log();
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from attempts where job_id = '" + id +
+                                       "' and error like '%end of stream%'"),
+            "0");
+  EXPECT_EQ(sql_value(d.db_path(), "select state from jobs where id = '" + id + "'"), "succeeded");
+}
+
+TEST(Hostile, HeadToADestinationSucceeds) {
+  temp_dir dir;
+  fake_server dest([](const received& r) {
+    fake_reply reply;
+    // An answer to HEAD carries the length of the body a GET would get, and no body.
+    if (r.method == "HEAD")
+      reply.raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n";
+    return reply;
+  });
+  daemon_process d(dir, local_config());
+  auto body = resend_body(dest.url("/x"));
+  body["method"] = "HEAD";
+  body.erase("params");
+  body.erase("commands");
+  const auto a = post_resend(d, body);
+  ASSERT_EQ(a.status, 202) << a.body;
+  const auto id = job_id(a);
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+}
