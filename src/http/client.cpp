@@ -3,7 +3,6 @@
 #include <openssl/ssl.h>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
@@ -24,6 +23,8 @@
 #include <cerrno>
 
 #include "http/address_policy.h"
+#include "http/dns.h"
+#include "util/await.h"
 
 namespace resendd {
 
@@ -120,6 +121,7 @@ struct http_client::impl {
   asio::ssl::context tls{asio::ssl::context::tls_client};
   std::mutex mutex;
   std::unordered_map<std::string, std::vector<std::unique_ptr<connection>>> idle;
+  dns_resolver dns;
 
   impl(asio::any_io_executor e, const client_options& o) : ex(std::move(e)), opts(o) {
     tls.set_default_verify_paths();
@@ -144,6 +146,14 @@ struct http_client::impl {
 
   void give_back(const std::string& key, std::unique_ptr<connection> c) {
     std::lock_guard lock(mutex);
+    // Connections idle too long (or closed by their peer) anywhere in the pool are closed now,
+    // so that origins never used again do not keep descriptors.
+    for (auto it = idle.begin(); it != idle.end();) {
+      std::erase_if(it->second, [&](const std::unique_ptr<connection>& old) {
+        return steady::now() - old->idle_since >= opts.idle_timeout || !still_idle(old->lowest());
+      });
+      it = it->second.empty() && it->first != key ? idle.erase(it) : std::next(it);
+    }
     auto& list = idle[key];
     if (list.size() >= opts.max_idle_per_origin) return;
     c->idle_since = steady::now();
@@ -167,26 +177,25 @@ asio::awaitable<std::unique_ptr<connection>> http_client::impl::open(const targe
                                                                      const outbound_request& req,
                                                                      steady::time_point deadline,
                                                                      attempt_result& out) {
-  using namespace asio::experimental::awaitable_operators;
-  tcp::resolver resolver(ex);
-  asio::steady_timer timer(ex, deadline);
-  beast::error_code ec, tec;
-  auto which = co_await (
-      resolver.async_resolve(t.host, t.port, asio::redirect_error(asio::use_awaitable, ec)) ||
-      timer.async_wait(asio::redirect_error(asio::use_awaitable, tec)));
-  if (which.index() == 1) {
+  // Resolved off this thread; past the deadline the answer is dropped, whenever it comes.
+  const auto left = std::chrono::duration_cast<millis>(deadline - steady::now());
+  static const std::function<bool()> stop_waiting = [] { return true; };
+  auto answer = co_await await_callback_for<dns_answer>(
+      [&](auto done) { dns.resolve(t.host, t.port, std::move(done)); },
+      std::max(left, millis{0}), stop_waiting);
+  if (!answer) {
     out.error = "resolve " + t.host + ": timed out";
     out.timed_out = true;
     co_return nullptr;
   }
-  if (ec) {
-    out.error = "resolve " + t.host + ": " + ec.message();
+  if (!answer->error.empty()) {
+    out.error = "resolve " + t.host + ": " + answer->error;
     co_return nullptr;
   }
+  beast::error_code ec;
   std::vector<tcp::endpoint> allowed;
-  for (const auto& e : std::get<0>(which)) {
-    if (req.allow_private || is_public_address(e.endpoint().address()))
-      allowed.push_back(e.endpoint());
+  for (const auto& e : answer->endpoints) {
+    if (req.allow_private || is_public_address(e.address())) allowed.push_back(e);
   }
   if (allowed.empty()) {
     out.error = "destination " + t.host + " resolves only to non-public addresses";

@@ -3,10 +3,14 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <boost/asio/connect.hpp>
+#include <fstream>
+#include <sstream>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
@@ -185,4 +189,90 @@ TEST(Hostile, HeadToADestinationSucceeds) {
   ASSERT_EQ(a.status, 202) << a.body;
   const auto id = job_id(a);
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+}
+
+// The daemon runs in a private mount namespace (unshare -m, as root) whose /etc/hosts knows
+// fast.test and whose /etc/resolv.conf points at a DNS server on 127.0.0.2 that never answers:
+// every lookup of slow.test hangs in getaddrinfo. Jobs to fast.test must not wait behind them.
+TEST(Hostile, ANameWhoseDnsNeverAnswersDelaysNoOtherName) {
+  if (::geteuid() != 0 || ::access("/usr/bin/unshare", X_OK) != 0)
+    GTEST_SKIP() << "needs root and unshare(1) for a private /etc/resolv.conf (CI runs as root)";
+  temp_dir dir;
+  asio::io_context io;
+  asio::ip::udp::socket blackhole(io);
+  boost::system::error_code ec;
+  blackhole.open(asio::ip::udp::v4(), ec);
+  blackhole.bind({asio::ip::make_address("127.0.0.2"), 53}, ec);
+  ASSERT_FALSE(ec) << "cannot listen on 127.0.0.2:53: " << ec.message();
+  dir.write("hosts", "127.0.0.1 localhost fast.test\n");
+  dir.write("resolv.conf", "nameserver 127.0.0.2\noptions timeout:30 attempts:1\n");
+  fake_server dest;
+  const std::string port = std::to_string(dest.port());
+  const std::vector<std::string> wrapper = {
+      "/usr/bin/unshare", "-m", "/bin/sh", "-c",
+      "mount --bind '" + dir.file("hosts") + "' /etc/hosts && mount --bind '" +
+          dir.file("resolv.conf") + "' /etc/resolv.conf && exec \"$0\" \"$@\""};
+  daemon_process d(dir, test_config(R"(^http://[a-z]+\.test:\d+/.*$)", "", ""), {}, wrapper);
+  for (int i = 0; i < 8; ++i)
+    ASSERT_EQ(post_resend(d, resend_body("http://slow.test:" + port + "/x", "s" + std::to_string(i)))
+                  .status,
+              202);
+  ASSERT_TRUE(d.wait_log_count("queued on route", 8));
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(post_resend(d, resend_body("http://fast.test:" + port + "/x", "fast")).status, 202);
+  ASSERT_TRUE(dest.wait_for(1, 1s)) << d.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_EQ(dest.requests()[0].header("host"), "fast.test:" + port);
+  EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
+}
+
+namespace {
+// CPU seconds (user + system) the process has used so far.
+double cpu_seconds(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::istringstream in(all.substr(all.rfind(')') + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {
+    if (i == 14) utime = std::stol(field);
+    if (i == 15) stime = std::stol(field);
+  }
+  return double(utime + stime) / double(::sysconf(_SC_CLK_TCK));
+}
+}  // namespace
+
+// Out of descriptors: the daemon runs with 64 (prlimit), a client opens 200 connections. Accept
+// fails with EMFILE; the daemon pauses accepting instead of spinning, says so once, and serves a
+// normal client as soon as descriptors are free again.
+TEST(Hostile, OutOfDescriptorsPausesAcceptingAndRecovers) {
+  if (::access("/usr/bin/prlimit", X_OK) != 0) GTEST_SKIP() << "needs prlimit(1) (util-linux)";
+  temp_dir dir;
+  daemon_process d(dir, local_config(), {}, {"/usr/bin/prlimit", "--nofile=64:64"});
+  asio::io_context io;
+  std::vector<std::unique_ptr<tcp::socket>> flood;
+  for (int i = 0; i < 200; ++i) {
+    auto s = std::make_unique<tcp::socket>(io);
+    boost::system::error_code ec;
+    s->connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), d.port()), ec);
+    if (!ec) flood.push_back(std::move(s));
+  }
+  ASSERT_TRUE(d.wait_log("pausing new connections")) << d.log();
+  const double before = cpu_seconds(d.pid());
+  // Two seconds of starvation, measured on the daemon's own CPU clock.
+  const auto until = std::chrono::steady_clock::now() + 2s;
+  while (std::chrono::steady_clock::now() < until) {
+    pollfd none{-1, 0, 0};
+    ::poll(&none, 0, 100);
+  }
+  const double used = cpu_seconds(d.pid()) - before;
+  EXPECT_LT(used, 0.5) << "the accept loop spins";
+  flood.clear();
+  EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200) << d.log();
+  const auto log = d.log();
+  std::size_t pauses = 0;
+  for (auto p = log.find("pausing new connections"); p != std::string::npos;
+       p = log.find("pausing new connections", p + 1))
+    ++pauses;
+  EXPECT_LE(pauses, 2u) << log.substr(0, 3000);
 }

@@ -16,11 +16,14 @@ namespace resendd::test {
 namespace {
 
 // fork + exec of the resendd binary in `dir` with stdout+stderr to a pipe; returns the read end.
+// `wrapper`, if any, comes first (the binary's path and arguments follow it).
 pid_t spawn(const temp_dir& dir, const std::vector<std::string>& args,
-            const std::map<std::string, std::string>& env, int& read_fd) {
+            const std::map<std::string, std::string>& env, int& read_fd,
+            const std::vector<std::string>& wrapper = {}) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
-  std::vector<std::string> argv_s{RESENDD_BINARY};
+  std::vector<std::string> argv_s = wrapper;
+  argv_s.push_back(RESENDD_BINARY);
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   // Everything the child needs is built before fork: after it, only async-signal-safe calls.
   std::map<std::string, std::string> merged;
@@ -55,8 +58,9 @@ pid_t spawn(const temp_dir& dir, const std::vector<std::string>& args,
 }  // namespace
 
 daemon_process::daemon_process(const temp_dir& dir, std::string config_toml,
-                               std::map<std::string, std::string> env)
-    : dir_(dir), env_(std::move(env)) {
+                               std::map<std::string, std::string> env,
+                               std::vector<std::string> wrapper)
+    : dir_(dir), env_(std::move(env)), wrapper_(std::move(wrapper)) {
   dir.write("resendd.toml", config_toml);
   start();
 }
@@ -72,7 +76,7 @@ void daemon_process::start() {
   if (reader_.joinable()) reader_.join();
   const std::size_t from = log_lines();
   int fd = -1;
-  pid_ = spawn(dir_, {"serve", "--config", dir_.file("resendd.toml")}, env_, fd);
+  pid_ = spawn(dir_, {"serve", "--config", dir_.file("resendd.toml")}, env_, fd, wrapper_);
   reader_ = std::thread([this, fd] { read_loop(fd); });
   if (!wait_log("listening on", std::chrono::seconds(30), from))
     throw std::runtime_error("resendd did not start:\n" + log());

@@ -20,8 +20,10 @@ class daemon_process {
  public:
   // Writes `config_toml` to dir/resendd.toml and starts `resendd serve` in dir. Throws if it
   // does not say "listening on" within the deadline.
+  // `wrapper`: a command the binary is run under (its path and arguments follow), e.g. unshare.
   daemon_process(const temp_dir& dir, std::string config_toml,
-                 std::map<std::string, std::string> env = {});
+                 std::map<std::string, std::string> env = {},
+                 std::vector<std::string> wrapper = {});
   ~daemon_process();
   daemon_process(const daemon_process&) = delete;
   daemon_process& operator=(const daemon_process&) = delete;
@@ -42,12 +44,14 @@ class daemon_process {
   void send_signal(int sig);
   int wait_exit();  // returns the exit status
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
 
  private:
   void read_loop(int fd);
 
   const temp_dir& dir_;
   std::map<std::string, std::string> env_;
+  std::vector<std::string> wrapper_;
   pid_t pid_ = -1;
   std::uint16_t port_ = 0;
   mutable std::mutex mutex_;
