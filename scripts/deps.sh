@@ -7,6 +7,7 @@ packages=(
   libboost1.81-dev libboost-url1.81-dev libssl-dev libsqlite3-dev libsqlitecpp-dev
   nlohmann-json3-dev libspdlog-dev libtoml11-dev libcli11-dev libsystemd-dev libre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev curl
+  clang libclang-rt-14-dev util-linux mount
 )
 missing=()
 for p in "${packages[@]}"; do

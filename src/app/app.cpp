@@ -136,6 +136,7 @@ int run_daemon(const config& cfg, const clock& clk) {
   client_options copts;
   copts.ca_file = cfg.delivery.ca_file;
   copts.max_response_bytes = cfg.delivery.max_response_bytes;
+  copts.idle_timeout = cfg.delivery.idle_timeout;
   http_client client(io.get_executor(), copts);
   token_service tokens(cfg, client, clk);
   dispatcher dispatch(io, store, routes, client, clk, cfg, &tokens);

@@ -220,6 +220,7 @@ void read_document(const toml::value& root, config& c, problems& errs) {
     t.string("ca_file", c.delivery.ca_file);
     t.duration("shutdown_grace", c.delivery.shutdown_grace);
     t.integer("max_response_bytes", c.delivery.max_response_bytes, 1024, 64 << 20);
+    t.duration("idle_timeout", c.delivery.idle_timeout, millis{0});
     t.finish();
   }
   if (auto* v = section("routes")) {
@@ -440,7 +441,8 @@ std::string render_config(const config& c) {
     << "\nrate_limit_cap = " << quote(format_duration(d.rate_limit_cap))
     << "\nca_file = " << quote(c.delivery.ca_file)
     << "\nshutdown_grace = " << quote(format_duration(c.delivery.shutdown_grace))
-    << "\nmax_response_bytes = " << c.delivery.max_response_bytes << "\n";
+    << "\nmax_response_bytes = " << c.delivery.max_response_bytes
+    << "\nidle_timeout = " << quote(format_duration(c.delivery.idle_timeout)) << "\n";
   for (const auto& r : c.routes) {
     const auto s = effective_settings(c, r);
     o << "\n[[routes]]\nname = " << quote(r.name) << "\nmatch = " << literal(r.match)

@@ -72,6 +72,7 @@ struct config {
     std::string ca_file;            // extra trusted CA bundle (PEM), added to the system store
     millis shutdown_grace{10'000};  // how long in-flight deliveries may finish on SIGTERM
     std::size_t max_response_bytes = 1 << 20;
+    millis idle_timeout{4'000};  // a kept-alive connection idle longer is closed, not reused
   } delivery;
   std::vector<route_config> routes{route_config{}};
   struct coze_section {

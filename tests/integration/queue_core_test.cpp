@@ -418,3 +418,31 @@ TEST(QueueCore, LargePurgeRunsInSmallStepsBesideIntakeAndShrinksTheFile) {
   std::cout << "database file " << size_before << " -> " << size_after << " bytes\n";
   EXPECT_LT(size_after, size_before / 2) << size_before << " -> " << size_after;
 }
+
+TEST(QueueCore, CleanStopLeavesEverythingInTheDatabaseFile) {
+  temp_dir dir;
+  valve v;  // jobs stay queued: their destination holds the first one
+  fake_server dest([&](const received&) {
+    v.hold();
+    return fake_reply{};
+  });
+  daemon_process d(dir, local_config("concurrency = 1"));
+  for (int i = 0; i < 5; ++i)
+    ASSERT_EQ(post_resend(d, resend_body(dest.url("/x"), "m" + std::to_string(i))).status, 202);
+  ASSERT_TRUE(v.wait_held(1));
+  EXPECT_EQ(d.terminate(), 0) << d.log();
+  v.open();
+  // The WAL was checkpointed into resendd.db: a copy of that file alone holds every job.
+  const auto wal = d.db_path() + "-wal";
+  EXPECT_TRUE(!std::filesystem::exists(wal) || std::filesystem::file_size(wal) == 0);
+  std::filesystem::copy_file(d.db_path(), dir.file("copy.db"));
+  EXPECT_EQ(sql_value(dir.file("copy.db"), "select count(*) from jobs where state = 'queued'"), "5");
+  // The CLI reads it without a daemon, and says so when there is no database at all.
+  auto r = run_resendd(dir, {"--config", dir.file("resendd.toml"), "jobs", "list"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  dir.write("elsewhere.toml", "[store]\npath = \"nowhere/resendd.db\"\n");
+  r = run_resendd(dir, {"--config", dir.file("elsewhere.toml"), "jobs", "list"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("no database at"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("nowhere/resendd.db")));
+}

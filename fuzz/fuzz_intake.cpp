@@ -1,0 +1,33 @@
+// libFuzzer target: /resend validation. The first byte chooses an Idempotency-Key length, the
+// rest is the body; prepare_job answers a job or an intake_error, never throws.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "config/config.h"
+#include "queue/intake.h"
+#include "queue/routes.h"
+
+namespace {
+const resendd::route_table& routes() {
+  static const resendd::config cfg = resendd::load_config_text(
+      "[[routes]]\nname = \"feishu\"\nmatch = "
+      "'^https://open\\.feishu\\.cn/open-apis/bitable/v1/apps/[^/?#]+/tables/[^/?#]+/records/"
+      "batch_create([?].*)?$'\nprofile = \"feishu\"\nserialize_by = \"bitable_table\"\n"
+      "[[routes]]\nname = \"any\"\nmatch = '^https?://.*$'\n",
+      {});
+  static const resendd::route_table table(cfg);
+  return table;
+}
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  const std::string_view all(reinterpret_cast<const char*>(data), size);
+  const std::size_t key_len = std::min<std::size_t>(data[0] % 40, size - 1);
+  const auto key = all.substr(1, key_len);
+  const auto body = all.substr(1 + key_len);
+  const resendd::sys_time now{resendd::millis{1'800'000'000'000}};
+  (void)resendd::prepare_job(body, key, routes(), now);
+  return 0;
+}

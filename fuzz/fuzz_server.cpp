@@ -1,0 +1,67 @@
+// libFuzzer target: the server's request parsing and routing, end to end over loopback. The
+// input is sent as the bytes of one connection (then the write side is closed); the server must
+// answer and/or close the connection, and stay up for the next input.
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+
+#include "http/server.h"
+
+namespace {
+
+struct server_fixture {
+  boost::asio::io_context io;
+  resendd::http_server server;
+  std::uint16_t port = 0;
+  std::thread thread;
+  server_fixture()
+      : server(io,
+               resendd::server_options{"127.0.0.1", 0, 64 * 1024, 16 * 1024,
+                                       resendd::millis{300}, 64, 64},
+               [](resendd::incoming_request r) -> boost::asio::awaitable<resendd::outgoing_response> {
+                 resendd::outgoing_response out;
+                 out.body = "{\"path\":" + std::to_string(r.target.size()) + "}";
+                 co_return out;
+               }) {
+    port = server.start();
+    thread = std::thread([this] { io.run(); });
+  }
+};
+
+server_fixture& fixture() {
+  static auto* f = new server_fixture();  // lives for the whole run
+  return *f;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  auto& f = fixture();
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(f.port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) __builtin_trap();
+  for (std::size_t sent = 0; sent < size;) {
+    const auto n = ::send(fd, data + sent, size - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += std::size_t(n);
+  }
+  ::shutdown(fd, SHUT_WR);
+  char buf[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    // The server's read timeout is 300 ms: it must have closed well before 5 s.
+    if (::poll(&p, 1, 5000) <= 0) __builtin_trap();
+    if (::recv(fd, buf, sizeof buf, 0) <= 0) break;
+  }
+  ::close(fd);
+  return 0;
+}
