@@ -16,6 +16,8 @@
 #include <optional>
 #include <set>
 
+#include "util/errors.h"
+
 namespace resendd {
 
 namespace asio = boost::asio;
@@ -104,14 +106,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       }
       // An exception that escapes a session (a parser's, say) ends that connection only.
       asio::co_spawn(sock.get_executor(), session(std::move(sock)), [](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          spdlog::warn("http: a connection ended on an error: {}", ex.what());
-        } catch (...) {
-          spdlog::warn("http: a connection ended on an unknown error");
-        }
+        if (e) spdlog::warn("http: a connection ended on an error: {}", exception_message(e));
       });
     }
   }

@@ -17,6 +17,7 @@
 #include "store/queue_store.h"
 #include "token/credentials.h"
 #include "util/await.h"
+#include "util/errors.h"
 #include "util/log.h"
 #include "util/random.h"
 
@@ -31,16 +32,6 @@ constexpr std::size_t stored_response_bytes = 4096;
 constexpr millis idle_poll{1000};  // safety net: look for due jobs at least this often
 constexpr millis finish_retry_first{100};
 constexpr millis finish_retry_cap{5'000};
-
-std::string what_of(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    return ex.what();
-  } catch (...) {
-    return "unknown error";
-  }
-}
 }  // namespace
 
 struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
@@ -87,7 +78,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     asio::co_spawn(ex, claim_loop(), [self = shared_from_this()](std::exception_ptr e) {
       if (!e) return;
       self->loop_alive = false;
-      spdlog::error("dispatcher: the claim loop failed ({}); restarting it in 1s", what_of(e));
+      spdlog::error("dispatcher: the claim loop failed ({}); restarting it in 1s", exception_message(e));
       auto t = std::make_shared<asio::steady_timer>(self->ex, std::chrono::seconds(1));
       t->async_wait([self, t](const boost::system::error_code&) {
         if (!self->stopping) self->start_claim_loop();
@@ -132,7 +123,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       if (e)
         spdlog::error("job {}: delivery failed inside resendd: {}; its lease expires and it is "
                       "delivered again",
-                      id, what_of(e));
+                      id, exception_message(e));
     });
   }
 

@@ -18,6 +18,7 @@
 
 #include "store/migrations.h"
 #include "store/writer.h"
+#include "util/errors.h"
 
 namespace resendd::store {
 
@@ -167,16 +168,6 @@ json column_value(const SQLite::Column& c) {
   if (c.isNull()) return nullptr;
   if (c.isInteger()) return c.getInt64();
   return c.getString();
-}
-
-std::string error_text(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    return ex.what();
-  } catch (...) {
-    return "unknown error";
-  }
 }
 
 // The file is private to the service user: create it 0600 before SQLite opens it (SQLite gives
@@ -393,7 +384,7 @@ void sqlite_store::enqueue(new_job job, sys_time now, gate g,
       [this, result, route, done](std::exception_ptr e) {
         if (e) {
           result->what = enqueue_result::status::failed;
-          result->error = error_text(e);
+          result->error = exception_message(e);
         } else if (result->what == enqueue_result::status::queued) {
           count("queued", route, +1);
         }
@@ -536,7 +527,7 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
         if (e) {
           out->jobs.clear();
           out->reclaimed = 0;
-          out->error = error_text(e);
+          out->error = exception_message(e);
         } else {
           for (const auto& [route, what] : *moves) {
             const bool claimed = what == "claimed";
@@ -630,7 +621,7 @@ void sqlite_store::finish(job_finish f, sys_time now, std::function<void(finish_
       [this, out, moved, route, done](std::exception_ptr e) {
         if (e) {
           *out = {};
-          out->error = error_text(e);
+          out->error = exception_message(e);
         } else if (!moved->first.empty()) {
           count(moved->first, route, -1);
           count(moved->second, route, +1);
@@ -651,7 +642,7 @@ bool sqlite_store::submit_action(std::function<void(SQLite::Database&, action_re
   const bool taken = writer_->submit(
       [work = std::move(work), out](SQLite::Database& db) { work(db, *out); },
       [out, done](std::exception_ptr e) {
-        if (e) *out = {action_result::status::failed, {}, error_text(e), 0};
+        if (e) *out = {action_result::status::failed, {}, exception_message(e), 0};
         done(*out);
       },
       writer::kind::bounded, std::move(g));
@@ -807,7 +798,7 @@ void sqlite_store::reclaim_space(int max_pages, std::function<void(action_result
         *out = {action_result::status::done, {}, {}, left};
       },
       [out, done](std::exception_ptr e) {
-        if (e) *out = {action_result::status::failed, {}, error_text(e), 0};
+        if (e) *out = {action_result::status::failed, {}, exception_message(e), 0};
         done(*out);
       },
       writer::kind::alone);
@@ -825,7 +816,7 @@ void sqlite_store::probe(gate g, std::function<void(std::string)> done) {
         db.exec("INSERT INTO store_probe (id, filler) VALUES (1, zeroblob(8192))");
         db.exec("DELETE FROM store_probe");
       },
-      [done](std::exception_ptr e) { done(e ? error_text(e) : std::string()); },
+      [done](std::exception_ptr e) { done(e ? exception_message(e) : std::string()); },
       writer::kind::bounded, std::move(g), write);
   if (!taken) done("the store's write queue is full");
 }

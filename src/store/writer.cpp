@@ -7,19 +7,9 @@
 
 #include <future>
 
-namespace resendd::store {
+#include "util/errors.h"
 
-namespace {
-std::string what_of(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    return ex.what();
-  } catch (...) {
-    return "unknown error";
-  }
-}
-}  // namespace
+namespace resendd::store {
 
 bool is_storage_error(const std::exception_ptr& e) {
   if (!e) return false;
@@ -151,7 +141,7 @@ void writer::run_alone(request& r) {
     r.work(*db_);
   } catch (...) {
     e = std::current_exception();
-    spdlog::error("store: {}", what_of(e));
+    spdlog::error("store: {}", exception_message(e));
   }
   if (after_each_) after_each_();
   if (r.done) r.done(e);
@@ -192,9 +182,9 @@ void writer::commit_batch(std::deque<request>& batch) {
   ++batches_;
   if (commit_error)
     set_health(false, "transaction of " + std::to_string(batch.size()) +
-                          " request(s) failed: " + what_of(commit_error));
+                          " request(s) failed: " + exception_message(commit_error));
   else if (storage_error)
-    set_health(false, what_of(storage_error));
+    set_health(false, exception_message(storage_error));
   else if (proven || healthy_.load())
     set_health(true, "");
   for (std::size_t i = 0; i < batch.size(); ++i) {
