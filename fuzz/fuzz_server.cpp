@@ -44,6 +44,16 @@ server_fixture& fixture() {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   auto& f = fixture();
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  // Thousands of connections a second: the server closes first and keeps each in TIME-WAIT for a
+  // minute, so the source port range wraps onto 4-tuples still in TIME-WAIT and a SYN can be
+  // lost to them (the connect "succeeds", the server never sees it). Rotating the source address
+  // over 127.0.x.y keeps every 4-tuple fresh.
+  static std::uint32_t n = 0;
+  ++n;
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  src.sin_addr.s_addr = htonl((127u << 24) | ((1 + (n / 250) % 200) << 8) | (1 + n % 250));
+  ::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(f.port);

@@ -47,12 +47,16 @@ boost::asio::awaitable<std::optional<T>> await_callback_for(Start start,
   };
   auto s = std::make_shared<state>(ex);
   // The value always arrives through a post onto this executor, so it cannot slip in between
-  // checking for it and starting to wait.
-  start(std::function<void(T)>([ex, s](T value) {
-    asio::post(ex, [s, value = std::move(value)]() mutable {
-      s->value = std::move(value);
-      s->timer.cancel();
-    });
+  // checking for it and starting to wait. The callback holds the state weakly: it may be
+  // destroyed on the store's thread after this coroutine (and even its io_context) is gone, and
+  // the state's timer must be destroyed where it lives.
+  start(std::function<void(T)>([ex, w = std::weak_ptr<state>(s)](T value) {
+    // Moved into the handler: this thread keeps no reference once it has posted.
+    if (auto alive = w.lock())
+      asio::post(ex, [alive = std::move(alive), value = std::move(value)]() mutable {
+        alive->value = std::move(value);
+        alive->timer.cancel();
+      });
   }));
   boost::system::error_code ec;
   s->timer.expires_after(timeout);
