@@ -65,15 +65,6 @@ T run_once(F make) {
   return fut.get();
 }
 
-store::sqlite_options store_options(const config& cfg, bool read_only) {
-  store::sqlite_options o;
-  o.path = cfg.store.path;
-  o.max_queue_depth = cfg.store.max_queue_depth;
-  o.busy_timeout = cfg.store.busy_timeout;
-  o.read_only = read_only;
-  return o;
-}
-
 // Prints an admin answer ({"id","state"} / {"count"} / {"error","code"}); exit code 0 on 2xx.
 int print_answer(int status, const std::string& body, const std::string& what) {
   auto j = nlohmann::json::parse(body, nullptr, false);

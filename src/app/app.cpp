@@ -76,6 +76,17 @@ void raise_fd_limit(const config& cfg) {
 
 }  // namespace
 
+store::sqlite_options store_options(const config& cfg, bool read_only) {
+  store::sqlite_options o;
+  o.path = cfg.store.path;
+  o.max_queue_depth = cfg.store.max_queue_depth;
+  o.max_pending_writes = std::size_t(cfg.store.max_pending_writes);
+  o.busy_timeout = cfg.store.busy_timeout;
+  o.max_size = cfg.store.max_size;
+  o.read_only = read_only;
+  return o;
+}
+
 bool split_listen(const std::string& listen, std::string& host, std::uint16_t& port) {
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos) return false;
@@ -120,13 +131,7 @@ int run_daemon(const config& cfg, const clock& clk) {
   // Order matters: the store outlives everything that posts to it; the io_context outlives the
   // store, whose writer posts completions onto it.
   asio::io_context io{1};
-  store::sqlite_options so;
-  so.path = cfg.store.path;
-  so.max_queue_depth = cfg.store.max_queue_depth;
-  so.max_pending_writes = std::size_t(cfg.store.max_pending_writes);
-  so.busy_timeout = cfg.store.busy_timeout;
-  so.max_size = cfg.store.max_size;
-  store::sqlite_store store(so, clk.now());
+  store::sqlite_store store(store_options(cfg), clk.now());
   // We hold the lock: whatever is delivering was cut off by a process that is gone. Its attempt
   // stays counted, so a job that kills the daemon dies after max_attempts restarts.
   if (int n = store.requeue_delivering(clk.now(), false))
