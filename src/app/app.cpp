@@ -142,6 +142,10 @@ int run_daemon(const config& cfg, const clock& clk) {
   copts.ca_file = cfg.delivery.ca_file;
   copts.max_response_bytes = cfg.delivery.max_response_bytes;
   copts.idle_timeout = cfg.delivery.idle_timeout;
+  // Every delivery slot may be talking to one origin (Feishu): keep a connection for each, or
+  // most deliveries pay a new TCP (and TLS) handshake. Idle ones still go after idle_timeout.
+  copts.max_idle_per_origin =
+      std::max<std::size_t>(copts.max_idle_per_origin, std::size_t(cfg.delivery.defaults.concurrency));
   http_client client(io.get_executor(), copts);
   token_service tokens(cfg, client, clk);
   dispatcher dispatch(io, store, routes, client, clk, cfg, &tokens);

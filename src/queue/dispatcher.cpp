@@ -11,6 +11,7 @@
 
 #include "http/client.h"
 #include "queue/classify.h"
+#include "queue/forward.h"
 #include "queue/json_path.h"
 #include "queue/retry_policy.h"
 #include "queue/routes.h"
@@ -28,6 +29,7 @@ using nlohmann::json;
 
 namespace {
 constexpr int max_claim_batch = 256;
+constexpr int max_claims_out = 2;
 constexpr std::size_t stored_response_bytes = 4096;
 constexpr millis idle_poll{1000};  // safety net: look for due jobs at least this often
 constexpr millis finish_retry_first{100};
@@ -48,7 +50,10 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   std::atomic<std::uint64_t> delivered{0};
   std::atomic<bool> loop_alive{false};
   bool detached = false;  // the dispatcher is gone: frames destroyed late touch nothing
-  bool wake_pending = false;      // io thread only
+  bool wake_pending = true;       // io thread only: something may be claimable
+  int claiming = 0;               // io thread only: slots asked for by claims in the store
+  int claims_out = 0;             // io thread only: claims in the store
+  millis next_look{0};            // io thread only: when the last claim said to look again
   bool stopping = false;          // io thread only
   std::function<void()> drained;  // io thread only
   std::vector<store::route_limits> limits;
@@ -75,6 +80,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
 
   void start_claim_loop() {
     loop_alive = true;
+    wake_pending = true;
     asio::co_spawn(ex, claim_loop(), [self = shared_from_this()](std::exception_ptr e) {
       if (!e) return;
       self->loop_alive = false;
@@ -86,33 +92,62 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     });
   }
 
+  // Claims run in the store while deliveries go on; up to two at once, so slots freed while
+  // one claim is in the store are filled by the next without waiting for the first to return.
+  // Two claims never take the same job or overrun a limit: the store runs them one after the
+  // other, and each counts what the one before it took.
   asio::awaitable<void> claim_loop() {
     auto self = shared_from_this();
     const int concurrency = cfg.delivery.defaults.concurrency;
     while (!stopping) {
-      wake_pending = false;
-      const int free = concurrency - in_flight.load();
-      const int want = std::min(free, max_claim_batch);
-      millis wait = idle_poll;
-      if (want > 0) {
-        store::claim_request req{clk.now(), lease, want, limits, rotation++};
-        auto r = co_await await_callback<store::claim_result>(
-            [&](auto done) { store.claim(std::move(req), std::move(done)); });
-        if (!r.error.empty()) spdlog::error("dispatcher: claim failed: {}", r.error);
-        if (r.reclaimed)
-          spdlog::warn("dispatcher: {} job(s) whose lease expired are queued again", r.reclaimed);
-        for (auto& j : r.jobs) spawn_delivery(std::move(j));
-        // Claim again while claims fill what was free: more may be due.
-        if (!r.jobs.empty() && int(r.jobs.size()) >= want) continue;
-        const auto now = clk.now();
-        if (r.next_due) wait = std::clamp(*r.next_due - now, millis{0}, idle_poll);
+      const int free = concurrency - in_flight.load() - claiming;
+      if (wake_pending && free > 0 && claims_out < max_claims_out) {
+        issue_claim(std::min(free, max_claim_batch));
+        continue;
       }
-      if (wake_pending || stopping) continue;
-      timer.expires_after(wait);
+      // Sleep until something may be claimable: a wake, a freed slot, a claim's answer, or the
+      // next due time the last answer gave.
+      timer.expires_after(claims_out > 0 ? idle_poll : next_look);
       boost::system::error_code ec;
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) wake_pending = true;  // the due time came, or the idle poll
     }
-    if (in_flight.load() == 0 && drained) std::exchange(drained, nullptr)();
+    if (in_flight.load() == 0 && claims_out == 0 && drained) std::exchange(drained, nullptr)();
+  }
+
+  void issue_claim(int want) {
+    wake_pending = false;
+    claiming += want;
+    ++claims_out;
+    store::claim_request req{clk.now(), lease, want, limits, rotation++};
+    store.claim(std::move(req), [self = shared_from_this(), want](store::claim_result r) {
+      asio::post(self->ex, [self, want, r = std::move(r)]() mutable {
+        self->claimed(want, std::move(r));
+      });
+    });
+  }
+
+  void claimed(int want, store::claim_result r) {
+    claiming -= want;
+    --claims_out;
+    if (detached) return;
+    if (!r.error.empty()) spdlog::error("dispatcher: claim failed: {}", r.error);
+    if (r.reclaimed)
+      spdlog::warn("dispatcher: {} job(s) whose lease expired are queued again", r.reclaimed);
+    if (stopping) {
+      // Not delivered: they stay 'delivering' and shutdown queues them again.
+      if (in_flight.load() == 0 && claims_out == 0 && drained) std::exchange(drained, nullptr)();
+      return;
+    }
+    for (auto& j : r.jobs) spawn_delivery(std::move(j));
+    if (!r.jobs.empty() && int(r.jobs.size()) >= want) {
+      wake_pending = true;  // it filled what was free: more may be due
+    } else {
+      const auto now = clk.now();
+      next_look = r.next_due ? std::clamp(*r.next_due - now, millis{0}, idle_poll) : idle_poll;
+      if (r.next_due && *r.next_due <= now) wake_pending = true;
+    }
+    timer.cancel();
   }
 
   void spawn_delivery(store::claimed_job j) {
@@ -141,7 +176,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     ++delivered;
     --in_flight;
     if (stopping) {
-      if (in_flight.load() == 0 && drained) std::exchange(drained, nullptr)();
+      if (in_flight.load() == 0 && claims_out == 0 && drained) std::exchange(drained, nullptr)();
       return;
     }
     wake_pending = true;
@@ -151,14 +186,9 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   // Builds the outbound request from the stored one; an error here is permanent for the job.
   std::optional<std::string> build(const store::claimed_job& job, const route& r,
                                    outbound_request& out) {
-    json req = json::parse(job.request, nullptr, false);
-    if (req.is_discarded() || !req.is_object()) return "stored request is not a JSON object";
-    std::vector<std::string> paths;
-    if (req.contains("commands") && req["commands"].is_object() &&
-        req["commands"].contains("json_parse") && req["commands"]["json_parse"].is_array())
-      for (const auto& p : req["commands"]["json_parse"])
-        if (p.is_string()) paths.push_back(p.get<std::string>());
-    if (auto err = apply_json_parse(req, paths)) return *err;
+    auto parts = forward_request(job.request);
+    if (auto* err = std::get_if<std::string>(&parts)) return *err;
+    auto& f = std::get<forwarded>(parts);
     out.method = job.method;
     out.url = job.location;
     if (job.client_token) {
@@ -166,10 +196,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       u.params().set("client_token", *job.client_token);
       out.url = std::string(u.buffer());
     }
-    if (req.contains("headers") && req["headers"].is_object())
-      for (const auto& [k, v] : req["headers"].items())
-        if (v.is_string()) out.headers.emplace_back(k, v.get<std::string>());
-    if (req.contains("params") && !req["params"].is_null()) out.body = req["params"].dump();
+    out.headers = std::move(f.headers);
+    if (f.body) out.body = std::move(*f.body);
     out.timeout = r.settings.request_timeout;
     out.allow_private = r.cfg.allow_private_networks;
     return std::nullopt;
@@ -252,12 +280,14 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   }
 
   // Commits the attempt's outcome, retrying with backoff until it commits: the outcome exists
-  // only here. The slot is freed after the first try whatever happens (the job stays fenced and
-  // counted as busy in the store until its outcome commits or its lease expires).
+  // only here. The slot (a delivery in flight) is freed as the outcome goes to the store: the
+  // job stays fenced and counted as busy, for its route and its key, in the store until its
+  // outcome commits or its lease expires, and the next claim can ride in the same commit.
   asio::awaitable<void> record(store::job_finish f, verdict v, next_step step,
                                std::shared_ptr<bool> slot) {
     millis backoff = finish_retry_first;
     asio::steady_timer wait(ex);
+    release(*slot);
     for (int tries = 1;; ++tries) {
       const auto now = clk.now();
       auto res = co_await await_callback<store::finish_result>(
@@ -269,13 +299,11 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       if (tries == 1)
         spdlog::error("job {}: recording attempt outcome failed ({}); retrying until it commits",
                       f.id, res.error);
-      release(*slot);
       wait.expires_after(backoff);
       boost::system::error_code ec;
       co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       backoff = std::min(backoff * 2, finish_retry_cap);
     }
-    release(*slot);
   }
 
   // Logged after the commit, so a line here means the database already says so.
@@ -324,7 +352,8 @@ void dispatcher::stop(std::function<void()> drained) {
     self->stopping = true;
     self->drained = std::move(drained);
     self->timer.cancel();
-    if (self->in_flight.load() == 0 && self->drained) std::exchange(self->drained, nullptr)();
+    if (self->in_flight.load() == 0 && self->claims_out == 0 && self->drained)
+      std::exchange(self->drained, nullptr)();
   });
 }
 

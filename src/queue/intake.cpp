@@ -106,10 +106,9 @@ std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
   auto commands = read_commands(req);
   if (auto* e = std::get_if<intake_error>(&commands)) return *e;
   const auto& paths = std::get<std::vector<std::string>>(commands);
-  {
-    json copy = req;  // delivery applies the commands again to the stored request
-    if (auto err = apply_json_parse(copy, paths)) return bad("bad_path", *err);
-  }
+  // Checked by applying them: delivery applies them again to the stored text, so `req` (read
+  // above and not needed below) may be changed here; no copy of it is made.
+  if (auto err = apply_json_parse(req, paths)) return bad("bad_path", *err);
   if (idempotency_key.size() > 256 || !is_header_value(idempotency_key))
     return bad("bad_idempotency_key", "Idempotency-Key must be at most 256 printable characters");
 

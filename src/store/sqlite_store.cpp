@@ -191,6 +191,8 @@ std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis bu
   db->exec("PRAGMA foreign_keys = ON");
   db->exec("PRAGMA busy_timeout = " + std::to_string(busy.count()));
   db->exec("PRAGMA wal_autocheckpoint = 0");  // checkpoint_thread does it, off the commit path
+  // When the WAL starts over after a burst, it is cut back to this size.
+  db->exec("PRAGMA journal_size_limit = 67108864");
   if (max_size > 0) {
     const auto page = db->execAndGet("PRAGMA page_size").getInt64();
     db->exec("PRAGMA max_page_count = " + std::to_string(std::max<std::int64_t>(1, max_size / page)));
@@ -390,7 +392,8 @@ void sqlite_store::enqueue(new_job job, sys_time now, gate g,
         }
         done(*result);
       },
-      writer::kind::bounded, std::move(g), true);
+      writer::how{.k = writer::kind::bounded, .g = std::move(g), .proof = true,
+                  .one_statement = true});
   if (!taken) done({enqueue_result::status::busy, {}, {}, "the store's write queue is full"});
 }
 
@@ -537,7 +540,7 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
         }
         done(std::move(*out));
       },
-      writer::kind::essential);
+      writer::how{.k = writer::kind::essential, .fsync = false});
   if (!taken) done({{}, {}, 0, "store is shutting down"});
 }
 
@@ -628,7 +631,7 @@ void sqlite_store::finish(job_finish f, sys_time now, std::function<void(finish_
         }
         done(*out);
       },
-      writer::kind::essential);
+      writer::how{.k = writer::kind::essential, .fsync = false});
   if (!taken) done({0, false, {}, "store is shutting down"});
 }
 
@@ -645,7 +648,7 @@ bool sqlite_store::submit_action(std::function<void(SQLite::Database&, action_re
         if (e) *out = {action_result::status::failed, {}, exception_message(e), 0};
         done(*out);
       },
-      writer::kind::bounded, std::move(g));
+      writer::how{.k = writer::kind::bounded, .g = std::move(g)});
   if (!taken)
     done({action_result::status::failed, {}, "the store's write queue is full; try again", 0});
   return taken;
@@ -801,7 +804,7 @@ void sqlite_store::reclaim_space(int max_pages, std::function<void(action_result
         if (e) *out = {action_result::status::failed, {}, exception_message(e), 0};
         done(*out);
       },
-      writer::kind::alone);
+      writer::how{.k = writer::kind::alone});
   if (!taken) done({action_result::status::failed, {}, "store is shutting down", 0});
 }
 
@@ -817,7 +820,7 @@ void sqlite_store::probe(gate g, std::function<void(std::string)> done) {
         db.exec("DELETE FROM store_probe");
       },
       [done](std::exception_ptr e) { done(e ? exception_message(e) : std::string()); },
-      writer::kind::bounded, std::move(g), write);
+      writer::how{.k = writer::kind::bounded, .g = std::move(g), .proof = write});
   if (!taken) done("the store's write queue is full");
 }
 

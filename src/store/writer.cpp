@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <future>
 
 #include "util/errors.h"
@@ -32,15 +33,49 @@ bool is_storage_error(const std::exception_ptr& e) {
   }
 }
 
+namespace {
+// Past this many WAL frames (32 MiB with 4 KiB pages) the writer checkpoints between two
+// transactions, so that the next transaction starts the WAL over. The checkpoint thread copies
+// pages all along, but a checkpoint that runs beside a busy writer never sees the end of the WAL,
+// and the WAL only starts over when a checkpoint has reached its end: without this, sustained
+// intake grows the WAL without bound (2.8 GB in 30 s was seen).
+constexpr int wal_limit_frames = 8192;
+}  // namespace
+
+// Statements the writer runs around every request, parsed once.
+struct writer::savepoint_statements {
+  explicit savepoint_statements(SQLite::Database& db)
+      : begin(db, "SAVEPOINT one"), release(db, "RELEASE one"), rollback(db, "ROLLBACK TO one") {}
+  static void run(SQLite::Statement& s) {
+    s.reset();
+    s.exec();
+  }
+  SQLite::Statement begin, release, rollback;
+};
+
 writer::writer(std::unique_ptr<SQLite::Database> db, std::string path, std::size_t max_pending,
                std::size_t max_batch)
-    : db_(std::move(db)), path_(std::move(path)), max_pending_(max_pending), max_batch_(max_batch) {
+    : db_(std::move(db)),
+      savepoint_(std::make_unique<savepoint_statements>(*db_)),
+      path_(std::move(path)),
+      max_pending_(max_pending),
+      max_batch_(max_batch) {
+  sqlite3_wal_hook(
+      db_->getHandle(),
+      [](void* self, sqlite3*, const char*, int frames) {
+        static_cast<writer*>(self)->wal_frames_.store(frames, std::memory_order_relaxed);
+        return SQLITE_OK;
+      },
+      this);
   struct stat st {};
   if (::stat(path_.c_str(), &st) == 0) dev_ = st.st_dev, ino_ = st.st_ino;
   thread_ = std::thread([this] { loop(); });
 }
 
-writer::~writer() { stop(); }
+writer::~writer() {
+  stop();
+  savepoint_.reset();  // statements before the connection they belong to
+}
 
 void writer::stop() {
   {
@@ -51,12 +86,12 @@ void writer::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool writer::submit(work_fn work, done_fn done, kind k, gate g, bool proof) {
+bool writer::submit(work_fn work, done_fn done, how h) {
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return false;
-    if (k == kind::bounded && pending_.size() >= max_pending_) return false;
-    pending_.push_back({std::move(work), std::move(done), k, std::move(g), proof});
+    if (h.k == kind::bounded && pending_.size() >= max_pending_) return false;
+    pending_.push_back({std::move(work), std::move(done), std::move(h)});
   }
   wake_.notify_one();
   return true;
@@ -73,7 +108,7 @@ void writer::run_sync(work_fn work, kind k) {
         else
           p.set_value();
       },
-      k);
+      how{.k = k});
   if (!taken) throw std::runtime_error("store is shutting down or overloaded");
   f.get();
 }
@@ -108,12 +143,12 @@ void writer::loop() {
       wake_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
       if (pending_.empty()) return;  // stopping, and everything submitted is done
       // A request that must run alone goes in a batch of its own.
-      if (pending_.front().k == kind::alone) {
+      if (pending_.front().h.k == kind::alone) {
         batch.push_back(std::move(pending_.front()));
         pending_.pop_front();
       } else {
         while (!pending_.empty() && batch.size() < max_batch_ &&
-               pending_.front().k != kind::alone) {
+               pending_.front().h.k != kind::alone) {
           batch.push_back(std::move(pending_.front()));
           pending_.pop_front();
         }
@@ -122,16 +157,28 @@ void writer::loop() {
     // Requests abandoned by their callers never run; the others can no longer be abandoned.
     std::erase_if(batch, [](request& r) {
       int expected = 0;
-      if (!r.g || r.g->compare_exchange_strong(expected, 1)) return false;
+      if (!r.h.g || r.h.g->compare_exchange_strong(expected, 1)) return false;
       if (r.done) r.done(std::make_exception_ptr(std::runtime_error(abandoned_error)));
       return true;
     });
     if (batch.empty()) continue;
-    if (batch.front().k == kind::alone)
+    if (batch.front().h.k == kind::alone)
       run_alone(batch.front());
     else
       commit_batch(batch);
+    bound_wal();
   }
+}
+
+void writer::bound_wal() {
+  if (wal_frames_.load(std::memory_order_relaxed) < wal_limit_frames) return;
+  int log = 0, done = 0;
+  const int rc = sqlite3_wal_checkpoint_v2(db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                           &log, &done);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+    spdlog::warn("store: checkpoint failed: {}", sqlite3_errstr(rc));
+  // Whether or not it reached the end, look again only after the next commit.
+  wal_frames_.store(0, std::memory_order_relaxed);
 }
 
 void writer::run_alone(request& r) {
@@ -154,20 +201,29 @@ void writer::commit_batch(std::deque<request>& batch) {
   bool proven = false;
   try {
     check_file();
+    const bool full = std::any_of(batch.begin(), batch.end(), [](auto& r) { return r.h.fsync; });
+    if (full != full_sync_) {
+      db_->exec(full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+      full_sync_ = full;
+    }
     db_->exec("BEGIN IMMEDIATE");
+    auto& sp = *savepoint_;
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      db_->exec("SAVEPOINT one");
+      const bool savepoint = !batch[i].h.one_statement;
+      if (savepoint) sp.run(sp.begin);
       try {
         batch[i].work(*db_);
         if (after_each_) after_each_();
-        db_->exec("RELEASE one");
-        proven = proven || batch[i].proof;
+        if (savepoint) sp.run(sp.release);
+        proven = proven || batch[i].h.proof;
       } catch (...) {
         errors[i] = std::current_exception();
         if (after_each_) after_each_();
         if (is_storage_error(errors[i])) storage_error = errors[i];
-        db_->exec("ROLLBACK TO one");
-        db_->exec("RELEASE one");
+        if (savepoint) {
+          sp.run(sp.rollback);
+          sp.run(sp.release);
+        }
       }
     }
     // The commit is the durability point (WAL, synchronous=FULL): completions run after it.

@@ -3,7 +3,8 @@
 //
 // Duties: take write requests from any thread; gather every request waiting into one
 // transaction (group commit: one fsync for many jobs); run each request inside its own
-// savepoint, so a failing request fails alone; COMMIT; only then call each request's
+// savepoint, so a failing request fails alone (a request of one modifying statement needs none:
+// SQLite undoes a failed statement by itself); COMMIT; only then call each request's
 // completion. A completion therefore always means "durable" (or carries the error).
 // Before each transaction it checks that the database file is still the one it opened (not
 // deleted or replaced under the daemon): a write to an unlinked file would be lost.
@@ -51,12 +52,23 @@ class writer {
   writer(const writer&) = delete;
   writer& operator=(const writer&) = delete;
 
+  struct how {
+    kind k = kind::bounded;
+    gate g = nullptr;  // abandoned before it starts: the request never runs
+    // This request writes like a job does (an enqueue, the readiness probe after a failure);
+    // after a failure only such a request committing makes the writer healthy again.
+    bool proof = false;
+    // The work changes the database with at most one statement: it runs without a savepoint.
+    bool one_statement = false;
+    // The commit waits for fsync (synchronous = FULL). A transaction holding only requests
+    // without it commits with synchronous = NORMAL: it survives a crash of the process, and the
+    // next fsync'd commit or checkpoint makes it (and everything before it) survive power loss.
+    bool fsync = true;
+  };
   // False (and `done` is not called) when a bounded request finds the queue full or the writer
   // stopped.
-  // `proof`: this request writes like a job does (an enqueue, the readiness probe after a
-  // failure); after a failure only such a request committing makes the writer healthy again.
-  bool submit(work_fn work, done_fn done, kind k = kind::bounded, gate g = nullptr,
-              bool proof = false);
+  bool submit(work_fn work, done_fn done, how h);
+  bool submit(work_fn work, done_fn done) { return submit(std::move(work), std::move(done), how{}); }
   // Runs `work` in a transaction and waits for the commit; rethrows its error. Not for the
   // writer thread itself; for start-up, shutdown and one-shot CLI paths only.
   void run_sync(work_fn work, kind k = kind::essential);
@@ -73,17 +85,20 @@ class writer {
   struct request {
     work_fn work;
     done_fn done;
-    kind k;
-    gate g;
-    bool proof;
+    how h;
   };
   void loop();
   void commit_batch(std::deque<request>& batch);
   void run_alone(request& r);
   void check_file() const;
+  void bound_wal();
   void set_health(bool ok, const std::string& why);
 
   std::unique_ptr<SQLite::Database> db_;
+  struct savepoint_statements;
+  std::unique_ptr<savepoint_statements> savepoint_;
+  bool full_sync_ = true;  // the connection's synchronous setting
+  std::atomic<int> wal_frames_{0};  // frames in the WAL after the last commit (the WAL hook)
   const std::string path_;
   dev_t dev_ = 0;
   ino_t ino_ = 0;

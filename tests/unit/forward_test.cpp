@@ -1,0 +1,195 @@
+#include "queue/forward.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "queue/json_path.h"
+
+using namespace resendd;
+using nlohmann::json;
+
+namespace {
+
+// The reference: parse the request, apply the paths to the document, take params.
+json reference_params(const std::string& request) {
+  json req = json::parse(request);
+  std::vector<std::string> paths;
+  for (const auto& p : req["commands"]["json_parse"]) paths.push_back(p.get<std::string>());
+  EXPECT_FALSE(apply_json_parse(req, paths));
+  return req["params"];
+}
+
+forwarded forward_ok(const std::string& request) {
+  auto r = forward_request(request);
+  if (auto* e = std::get_if<std::string>(&r)) ADD_FAILURE() << *e;
+  return std::get<forwarded>(r);
+}
+
+// Random JSON text, built as text so that spacing, number spellings, escapes and duplicate keys
+// are whatever the generator chose.
+class gen {
+ public:
+  explicit gen(unsigned seed) : rng_(seed) {}
+
+  std::string ws() {
+    static const char* spaces[] = {"", "", " ", "\n  ", "\t", "  "};
+    return spaces[pick(6)];
+  }
+  std::string value(int depth) {
+    const int k = depth > 3 ? int(pick(3)) : int(pick(6));
+    if (k == 0) {
+      static const char* numbers[] = {"0", "-0", "1E2", "123456789012345678901234567890",
+                                      "18446744073709551616", "3.14159", "-1.5e-7", "42",
+                                      "1764115200000", "0.1000"};
+      return numbers[pick(10)];
+    }
+    if (k == 1) {
+      static const char* lits[] = {"true", "false", "null"};
+      return lits[pick(3)];
+    }
+    if (k == 2) {
+      static const char* strings[] = {R"("a")", R"("金额")", R"("\u91d1\n")", R"("\ud83d\ude00")",
+                                      R"("q\"uote\\")", R"("")", R"("午饭 🍜")"};
+      return strings[pick(7)];
+    }
+    if (k == 3 || k == 4) return object(depth + 1, false);
+    std::string out = "[" + ws();
+    const auto n = pick(4);
+    for (std::size_t i = 0; i < n; ++i) out += (i ? "," + ws() : "") + value(depth + 1) + ws();
+    return out + "]";
+  }
+  std::string object(int depth, bool) {
+    static const char* keys[] = {"a", "b", "金额", "a", "备注", "x y"};
+    std::string out = "{" + ws();
+    const auto n = pick(4);
+    for (std::size_t i = 0; i < n; ++i)
+      out += std::string(i ? "," + ws() : "") + "\"" + keys[pick(6)] + "\"" + ws() + ":" + ws() +
+             value(depth + 1) + ws();
+    return out + "}";
+  }
+  // `inner` as the body of a JSON string: quotes, backslashes and controls escaped; other
+  // characters raw or as \u escapes, at random.
+  std::string as_string(const std::string& inner) {
+    std::string out = "\"";
+    for (std::size_t i = 0; i < inner.size();) {
+      const auto c = static_cast<unsigned char>(inner[i]);
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += char(c);
+        ++i;
+      } else if (c == '\n') {
+        out += "\\n", ++i;
+      } else if (c == '\t') {
+        out += "\\t", ++i;
+      } else if (c < 0x80) {
+        out += char(c), ++i;
+      } else {
+        const std::size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        unsigned cp = c & (len == 4 ? 0x07 : len == 3 ? 0x0F : 0x1F);
+        for (std::size_t j = 1; j < len; ++j) cp = (cp << 6) | (inner[i + j] & 0x3F);
+        if (pick(2)) {
+          out += inner.substr(i, len);
+        } else {
+          char buf[16];
+          if (cp >= 0x10000) {
+            const unsigned v = cp - 0x10000;
+            std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
+          } else {
+            std::snprintf(buf, sizeof buf, "\\u%04x", cp);
+          }
+          out += buf;
+        }
+        i += len;
+      }
+    }
+    return out + "\"";
+  }
+  std::size_t pick(std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+
+ private:
+  std::mt19937 rng_;
+};
+
+}  // namespace
+
+// Property: for random documents, what goes out parses to what the reference produces, and is
+// the stored params text byte for byte except that each target string is replaced by the JSON
+// text it holds.
+TEST(Forward, BodyIsTheStoredTextExceptAtTargets) {
+  for (unsigned seed = 1; seed <= 500; ++seed) {
+    gen g(seed);
+    std::string stored = "{" + g.ws() + "\"records\"" + g.ws() + ":" + g.ws() + "[";
+    std::string expected = stored;
+    const auto n = 1 + g.pick(3);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string sep = i ? "," + g.ws() : "";
+      const std::string inner = g.object(1, true);
+      const std::string before = "{" + g.ws() + "\"id\":" + g.value(3) + "," + g.ws() +
+                                 "\"fields\"" + g.ws() + ":" + g.ws();
+      const std::string after = g.ws() + "," + g.ws() + "\"note\":" + g.value(2) + "}";
+      stored += sep + before + g.as_string(inner) + after;
+      expected += sep + before + inner + after;
+    }
+    const std::string tail = "]" + g.ws() + "}";
+    stored += tail;
+    expected += tail;
+    const std::string request = R"({"location":"https://open.feishu.cn/x","headers":{"B":"2","A":"\u0031"},)"
+                                R"("params":)" + stored +
+                                R"(,"commands":{"json_parse":["$.params.records[*].fields"]}})";
+    auto f = forward_ok(request);
+    ASSERT_TRUE(f.body) << request;
+    EXPECT_TRUE(f.verbatim);
+    EXPECT_EQ(*f.body, expected) << "seed " << seed;
+    EXPECT_EQ(json::parse(*f.body), reference_params(request)) << "seed " << seed;
+    ASSERT_EQ(f.headers.size(), 2u);
+    EXPECT_EQ(f.headers[0], (std::pair<std::string, std::string>{"A", "1"}));
+  }
+}
+
+TEST(Forward, NumbersKeyOrderAndDuplicatesSurvive) {
+  const std::string request =
+      R"({"location":"http://x/","params":{"z":123456789012345678901234567890, "a":-0,)"
+      R"( "n":1E2,"a":18446744073709551616,"f":"{\"id\": 7e0, \"big\": 12345678901234567890123}"},)"
+      R"("commands":{"json_parse":["$.params.f"]}})";
+  auto f = forward_ok(request);
+  EXPECT_EQ(*f.body, R"({"z":123456789012345678901234567890, "a":-0, "n":1E2,"a":18446744073709551616,"f":{"id": 7e0, "big": 12345678901234567890123}})");
+}
+
+TEST(Forward, NoParamsNoBodyAndNullParams) {
+  EXPECT_FALSE(forward_ok(R"({"location":"http://x/"})").body);
+  EXPECT_FALSE(forward_ok(R"({"location":"http://x/","params":null})").body);
+  EXPECT_EQ(*forward_ok(R"({"location":"http://x/","params":[1, 2]})").body, "[1, 2]");
+}
+
+TEST(Forward, ParamsItselfAsTarget) {
+  auto f = forward_ok(R"({"location":"http://x/","params":" {\"a\": 1} ","commands":{"json_parse":["$.params"]}})");
+  EXPECT_EQ(*f.body, R"({"a": 1})");
+}
+
+// Paths into an earlier path's result, or a target reached twice, go the parsed way: the result
+// equals the reference (or intake's error), not verbatim.
+TEST(Forward, ChainedPathsFallBackToTheParsedDocument) {
+  const std::string request =
+      R"({"location":"http://x/","params":{"f":"{\"g\": \"{\\\"h\\\": 1}\"}"},)"
+      R"("commands":{"json_parse":["$.params.f", "$.params.f.g"]}})";
+  auto f = forward_ok(request);
+  EXPECT_FALSE(f.verbatim);
+  EXPECT_EQ(json::parse(*f.body), reference_params(request));
+  EXPECT_EQ(json::parse(*f.body)["f"]["g"]["h"], 1);
+
+  auto twice = forward_request(
+      R"({"location":"http://x/","params":{"f":"{}"},"commands":{"json_parse":["$.params.f","$.params.f"]}})");
+  ASSERT_TRUE(std::holds_alternative<std::string>(twice));
+  EXPECT_NE(std::get<std::string>(twice).find("not a string"), std::string::npos);
+}
+
+TEST(Forward, TargetThatIsNotJsonIsAnError) {
+  auto r = forward_request(
+      R"({"location":"http://x/","params":{"f":"not json"},"commands":{"json_parse":["$.params.f"]}})");
+  ASSERT_TRUE(std::holds_alternative<std::string>(r));
+  EXPECT_NE(std::get<std::string>(r).find("not valid JSON"), std::string::npos);
+  EXPECT_TRUE(std::holds_alternative<std::string>(forward_request("[1]")));
+  EXPECT_TRUE(std::holds_alternative<std::string>(forward_request("{\"params\": ")));
+}
