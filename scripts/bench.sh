@@ -188,7 +188,8 @@ wrk_run() { # $1 = url, $2 = lua, $3 = body -> "req/s p50_ms p99_ms non2xx"
 declare -A samples
 add() { samples[$1]="${samples[$1]:-} $2"; }
 summary() { # median (min–max) of the samples of $1
-  printf '%s\n' ${samples[$1]:-} | sort -g | awk '
+  [ -n "${samples[$1]:-}" ] || { echo "—"; return; }
+  printf '%s\n' ${samples[$1]} | sort -g | awk '
     { v[NR] = $1 } END {
       if (NR == 0) { print "—"; exit }
       m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
@@ -280,9 +281,11 @@ if [ "$skip_big" -eq 0 ]; then
 fi
 
 # 6. Claim latency on a queue of 1M jobs over 10 routes and 100k keys (Google Benchmark).
-claim=$(TMPDIR=$work "$root/build-release/bench/resendd_bench" --benchmark_filter=ClaimLargeQueue \
-  --benchmark_repetitions="$runs" --benchmark_report_aggregates_only=true 2>/dev/null |
+mkdir -p "$root/build-release/bench-cache"
+claim=$(TMPDIR=$root/build-release/bench-cache "$root/build-release/bench/resendd_bench" --benchmark_filter=ClaimLargeQueue \
+  --benchmark_repetitions="$runs" --benchmark_report_aggregates_only=true 2>"$work/claim.err" |
   awk '/ClaimLargeQueue.*_median/ { printf "%.2f ms wall, %.2f ms CPU", $2 / 1000, $4 / 1000 }')
+[ -n "$claim" ] || tail -5 "$work/claim.err" >&2
 
 cat <<EOF
 

@@ -121,6 +121,7 @@ struct http_client::impl {
   asio::ssl::context tls{asio::ssl::context::tls_client};
   std::mutex mutex;
   std::unordered_map<std::string, std::vector<std::unique_ptr<connection>>> idle;
+  steady::time_point last_prune{};  // guarded by mutex
   dns_resolver dns;
 
   impl(asio::any_io_executor e, const client_options& o) : ex(std::move(e)), opts(o) {
@@ -146,18 +147,27 @@ struct http_client::impl {
 
   void give_back(const std::string& key, std::unique_ptr<connection> c) {
     std::lock_guard lock(mutex);
-    // Connections idle too long (or closed by their peer) anywhere in the pool are closed now,
-    // so that origins never used again do not keep descriptors.
+    // Connections idle too long (or closed by their peer) anywhere in the pool are closed, so
+    // that origins never used again do not keep descriptors: once a second at most (a look at
+    // every idle connection is a system call each; take() checks the one it hands out anyway).
+    const auto now = steady::now();
+    if (now - last_prune >= std::chrono::seconds(1)) {
+      last_prune = now;
+      prune(key);
+    }
+    auto& list = idle[key];
+    if (list.size() >= opts.max_idle_per_origin) return;
+    c->idle_since = now;
+    list.push_back(std::move(c));
+  }
+
+  void prune(const std::string& keep_key) {
     for (auto it = idle.begin(); it != idle.end();) {
       std::erase_if(it->second, [&](const std::unique_ptr<connection>& old) {
         return steady::now() - old->idle_since >= opts.idle_timeout || !still_idle(old->lowest());
       });
-      it = it->second.empty() && it->first != key ? idle.erase(it) : std::next(it);
+      it = it->second.empty() && it->first != keep_key ? idle.erase(it) : std::next(it);
     }
-    auto& list = idle[key];
-    if (list.size() >= opts.max_idle_per_origin) return;
-    c->idle_since = steady::now();
-    list.push_back(std::move(c));
   }
 
   asio::awaitable<std::unique_ptr<connection>> open(const target& t, const outbound_request& req,

@@ -56,10 +56,12 @@ bool decode_string(std::string_view s, std::size_t begin, std::size_t end, std::
     }
   };
   for (std::size_t i = begin + 1; i < end - 1; ++i) {
-    const char c = s[i];
-    if (c != '\\') {
-      out += c;
-      continue;
+    // The run up to the next escape, in one piece.
+    const auto run_end = std::min(s.find('\\', i), end - 1);
+    if (run_end > i) {
+      out.append(s, i, run_end - i);
+      i = run_end;
+      if (i >= end - 1) break;
     }
     if (++i >= end - 1) return false;
     switch (s[i]) {
@@ -310,9 +312,10 @@ std::variant<forwarded, std::string> forward_request(std::string_view text) {
   std::size_t from = nodes[params].begin;
   std::string inner;
   for (auto t : targets) {
-    if (!decode_string(text, nodes[t].begin, nodes[t].end, inner) || !json_depth_within(inner) ||
-        !json::accept(inner))
-      return forward_parsed(text);  // not JSON: the parsed way says which path failed
+    // Intake checked that it holds JSON; a text the scanner cannot follow goes the parsed way,
+    // which says which path failed.
+    if (!decode_string(text, nodes[t].begin, nodes[t].end, inner) || !scanner(inner).run())
+      return forward_parsed(text);
     body.append(text.substr(from, nodes[t].begin - from));
     // The held text, without the spaces around it (what a parser would keep anyway).
     const auto first = inner.find_first_not_of(" \t\n\r");

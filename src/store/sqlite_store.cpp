@@ -885,8 +885,9 @@ void sqlite_store::list(std::string state, int limit, std::function<void(read_re
     read_result r;
     try {
       std::string sql = std::string("SELECT ") + job_columns + " FROM jobs";
-      if (!state.empty()) sql += " WHERE state = ?1";
-      sql += " ORDER BY created_at DESC, id DESC LIMIT ?2";
+      // Newest first: by (state, created_at) within a state; by id (time-ordered) across all.
+      sql += state.empty() ? " ORDER BY id DESC LIMIT ?2"
+                           : " WHERE state = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2";
       SQLite::Statement q(db, sql);
       if (!state.empty()) q.bind(1, state);
       q.bind(2, limit);

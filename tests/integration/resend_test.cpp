@@ -273,7 +273,7 @@ TEST(Cli, CheckConfigMigrateAndErrors) {
   r = run_resendd(dir, {"migrate"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(sql_value(dir.file("var/resendd.db"), "select max(version) from schema_migrations"),
-            "3");
+            "4");
   EXPECT_EQ(sql_value(dir.file("var/resendd.db"), "pragma auto_vacuum"), "2");  // incremental
   r = run_resendd(dir, {"jobs", "list", "--state", "dead"});
   EXPECT_EQ(r.status, 0) << r.output;
