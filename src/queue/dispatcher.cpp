@@ -53,6 +53,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   bool wake_pending = true;       // io thread only: something may be claimable
   int claiming = 0;               // io thread only: slots asked for by claims in the store
   int claims_out = 0;             // io thread only: claims in the store
+  int recording = 0;              // io thread only: outcomes on their first way to the store
   millis next_look{0};            // io thread only: when the last claim said to look again
   bool stopping = false;          // io thread only
   std::function<void()> drained;  // io thread only
@@ -112,7 +113,13 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (!ec) wake_pending = true;  // the due time came, or the idle poll
     }
-    if (in_flight.load() == 0 && claims_out == 0 && drained) std::exchange(drained, nullptr)();
+    maybe_drained();
+  }
+
+  // A stop is done when no delivery, claim or first try of an outcome is left.
+  void maybe_drained() {
+    if (stopping && in_flight.load() == 0 && claims_out == 0 && recording == 0 && drained)
+      std::exchange(drained, nullptr)();
   }
 
   void issue_claim(int want) {
@@ -136,7 +143,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       spdlog::warn("dispatcher: {} job(s) whose lease expired are queued again", r.reclaimed);
     if (stopping) {
       // Not delivered: they stay 'delivering' and shutdown queues them again.
-      if (in_flight.load() == 0 && claims_out == 0 && drained) std::exchange(drained, nullptr)();
+      maybe_drained();
       return;
     }
     for (auto& j : r.jobs) spawn_delivery(std::move(j));
@@ -176,7 +183,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     ++delivered;
     --in_flight;
     if (stopping) {
-      if (in_flight.load() == 0 && claims_out == 0 && drained) std::exchange(drained, nullptr)();
+      maybe_drained();
       return;
     }
     wake_pending = true;
@@ -287,11 +294,16 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
                                std::shared_ptr<bool> slot) {
     millis backoff = finish_retry_first;
     asio::steady_timer wait(ex);
+    ++recording;
     release(*slot);
     for (int tries = 1;; ++tries) {
       const auto now = clk.now();
       auto res = co_await await_callback<store::finish_result>(
           [&](auto done) { store.finish(f, now, std::move(done)); });
+      if (tries == 1 && !detached) {
+        --recording;  // a stop waits for first tries only, not for a store that fails
+        maybe_drained();
+      }
       if (res.error.empty()) {
         log_finish(f, v, step, res, tries);
         break;
@@ -352,8 +364,7 @@ void dispatcher::stop(std::function<void()> drained) {
     self->stopping = true;
     self->drained = std::move(drained);
     self->timer.cancel();
-    if (self->in_flight.load() == 0 && self->claims_out == 0 && self->drained)
-      std::exchange(self->drained, nullptr)();
+    self->maybe_drained();
   });
 }
 
