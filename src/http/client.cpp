@@ -153,7 +153,7 @@ struct http_client::impl {
     const auto now = steady::now();
     if (now - last_prune >= std::chrono::seconds(1)) {
       last_prune = now;
-      prune(key);
+      prune(key, now);
     }
     auto& list = idle[key];
     if (list.size() >= opts.max_idle_per_origin) return;
@@ -161,10 +161,10 @@ struct http_client::impl {
     list.push_back(std::move(c));
   }
 
-  void prune(const std::string& keep_key) {
+  void prune(const std::string& keep_key, steady::time_point now) {
     for (auto it = idle.begin(); it != idle.end();) {
       std::erase_if(it->second, [&](const std::unique_ptr<connection>& old) {
-        return steady::now() - old->idle_since >= opts.idle_timeout || !still_idle(old->lowest());
+        return now - old->idle_since >= opts.idle_timeout || !still_idle(old->lowest());
       });
       it = it->second.empty() && it->first != keep_key ? idle.erase(it) : std::next(it);
     }

@@ -7,12 +7,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/url.hpp>
-#include <nlohmann/json.hpp>
 
 #include "http/client.h"
 #include "queue/classify.h"
 #include "queue/forward.h"
-#include "queue/json_path.h"
 #include "queue/retry_policy.h"
 #include "queue/routes.h"
 #include "store/queue_store.h"
@@ -25,7 +23,6 @@
 namespace resendd {
 
 namespace asio = boost::asio;
-using nlohmann::json;
 
 namespace {
 constexpr int max_claim_batch = 256;

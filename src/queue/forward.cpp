@@ -194,16 +194,14 @@ std::size_t member(const std::vector<node>& nodes, std::size_t obj, std::string_
   return std::string::npos;
 }
 
-// The children a parsed document would hold: for objects, one per distinct key (the last).
-std::vector<std::size_t> distinct_kids(const std::vector<node>& nodes, std::size_t n) {
-  const auto& o = nodes[n];
-  if (o.k != node::kind::object) return o.kids;
+// The members a parsed document would hold, as positions in kids (and keys): every child of
+// an array; for an object, one per distinct key (the last).
+std::vector<std::size_t> kept(const node& o) {
   std::vector<std::size_t> out;
-  for (std::size_t i = 0; i < o.kids.size(); ++i) {
-    bool later = false;
-    for (std::size_t j = i + 1; j < o.keys.size() && !later; ++j) later = o.keys[j] == o.keys[i];
-    if (!later) out.push_back(o.kids[i]);
-  }
+  for (std::size_t i = 0; i < o.kids.size(); ++i)
+    if (o.k != node::kind::object ||
+        std::find(o.keys.begin() + std::ptrdiff_t(i) + 1, o.keys.end(), o.keys[i]) == o.keys.end())
+      out.push_back(i);
   return out;
 }
 
@@ -274,7 +272,7 @@ std::variant<forwarded, std::string> forward_request(std::string_view text) {
         } else {
           if (nodes[n].k != node::kind::array && nodes[n].k != node::kind::object)
             return forward_parsed(text);
-          for (auto k : distinct_kids(nodes, n)) next.push_back(k);
+          for (auto i : kept(nodes[n])) next.push_back(nodes[n].kids[i]);
         }
       }
       current = std::move(next);
@@ -291,13 +289,13 @@ std::variant<forwarded, std::string> forward_request(std::string_view text) {
 
   forwarded out;
   if (auto h = member(nodes, 0, "headers"); h != std::string::npos && nodes[h].k == node::kind::object) {
-    for (auto k : distinct_kids(nodes, h)) {
-      if (nodes[k].k != node::kind::string) continue;
-      const auto& obj = nodes[h];
-      const auto at = std::size_t(std::find(obj.kids.begin(), obj.kids.end(), k) - obj.kids.begin());
+    const auto& obj = nodes[h];
+    for (auto i : kept(obj)) {
+      const auto& v = nodes[obj.kids[i]];
+      if (v.k != node::kind::string) continue;
       std::string value;
-      if (!decode_string(text, nodes[k].begin, nodes[k].end, value)) return forward_parsed(text);
-      out.headers.emplace_back(obj.keys[at], std::move(value));
+      if (!decode_string(text, v.begin, v.end, value)) return forward_parsed(text);
+      out.headers.emplace_back(obj.keys[i], std::move(value));
     }
     // A parsed document lists members by key order.
     std::sort(out.headers.begin(), out.headers.end(),
