@@ -1,5 +1,9 @@
-# Writes a C++ file holding every migration (number, name, SQL text) in order.
-set(body "// generated from migrations/*.sql; do not edit\n#include \"store/migrations.h\"\nnamespace resendd::store {\nconst std::vector<migration>& embedded_migrations() {\n  static const std::vector<migration> all = {\n")
+# Writes a C++ file holding every migration (number, name, SQL text) in order, returned by the
+# function FUNC (default embedded_migrations).
+if(NOT FUNC)
+  set(FUNC embedded_migrations)
+endif()
+set(body "// generated from ${DIR}/*.sql; do not edit\n#include \"store/migrations.h\"\nnamespace resendd::store {\nconst std::vector<migration>& ${FUNC}() {\n  static const std::vector<migration> all = {\n")
 file(GLOB FILES ${DIR}/*.sql)
 list(SORT FILES)
 foreach(f ${FILES})

@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config ca-certificates openssl sqlite3
   libboost1.81-dev libboost-url1.81-dev libssl-dev libsqlite3-dev libsqlitecpp-dev
-  nlohmann-json3-dev libspdlog-dev libtoml11-dev libcli11-dev libsystemd-dev libre2-dev
+  nlohmann-json3-dev libspdlog-dev libtoml11-dev libcli11-dev libsystemd-dev libre2-dev libpq-dev postgresql-15
   libgtest-dev libgmock-dev libbenchmark-dev curl
   clang libclang-rt-14-dev util-linux mount
 )

@@ -111,9 +111,12 @@ int change_jobs(const std::string& which, const cli_state& s, const config& cfg)
   if (which != "purge" && !s.all_dead && s.id.empty())
     return std::cerr << "give a job id" << (which == "retry" ? " or --state dead" : "") << "\n", 2;
   const std::string what = which == "retry" ? "queued" : which == "cancel" ? "cancelled" : "purged";
+  // PostgreSQL: straight to the database; its daemons see the change (fenced, notified).
+  const bool shared = cfg.store.backend == "postgres";
   store::lock_holder holder;
-  auto lock = store::database_lock::try_acquire(cfg.store.path, &holder);
-  if (!lock) {
+  std::unique_ptr<store::database_lock> lock;
+  if (!shared) lock = store::database_lock::try_acquire(cfg.store.path, &holder);
+  if (!shared && !lock) {
     if (holder.url.empty())
       return std::cerr << "a resendd (pid " << holder.pid << ") holds " << cfg.store.path
                        << " but is not listening yet; try again\n",
@@ -140,12 +143,15 @@ int change_jobs(const std::string& which, const cli_state& s, const config& cfg)
     return print_answer(r.status, r.body, what);
   }
   system_clock_source clk;
-  store::sqlite_store st(store_options(cfg, false), clk.now());
+  auto store = open_store(cfg, clk.now(), false);
+  auto& st = *store;
   queue_service q(st, nullptr, clk, queue_timeouts{});
   auto r = run_once<store::action_result>(
       [&](asio::io_context&) -> asio::awaitable<store::action_result> {
-        if (which == "retry")
-          co_return s.all_dead ? co_await q.retry_dead() : co_await q.retry(s.id, s.force);
+        // Not `c ? co_await a : co_await b`: GCC 12 destroys the result of such a conditional
+        // twice (seen as free(): invalid pointer).
+        if (which == "retry" && s.all_dead) co_return co_await q.retry_dead();
+        if (which == "retry") co_return co_await q.retry(s.id, s.force);
         if (which == "cancel") co_return co_await q.cancel(s.id);
         std::vector<std::string> states;
         std::stringstream in(s.purge_states);
@@ -161,8 +167,8 @@ int cmd_jobs(const std::string& which, const cli_state& s) {
   if (which != "list" && which != "show") return change_jobs(which, s, cfg);
   // Reads go to the file, read-only, even while a daemon runs (WAL lets them).
   system_clock_source clk;
-  store::sqlite_store st(store_options(cfg, true), clk.now());
-  queue_service q(st, nullptr, clk, queue_timeouts{});
+  auto store = open_store(cfg, clk.now(), true);
+  queue_service q(*store, nullptr, clk, queue_timeouts{});
   auto r = run_once<store::read_result>([&](asio::io_context&) -> asio::awaitable<store::read_result> {
     if (which == "list") co_return co_await q.list(s.state, s.limit);
     co_return co_await q.job(s.id);
@@ -283,6 +289,12 @@ int main(int argc, char** argv) {
     if (!setup_logging(cfg.log.level)) return std::cerr << "bad log level\n", 2;
     if (*migrate) {
       system_clock_source clk;
+      if (cfg.store.backend == "postgres") {
+        // Daemons may be running: migrations take an advisory lock and apply once.
+        open_store(cfg, clk.now(), false)->close();
+        std::cout << "database " << mask_pg_url(cfg.store.url) << " is up to date\n";
+        return 0;
+      }
       store::lock_holder holder;
       auto lock = store::database_lock::try_acquire(cfg.store.path, &holder);
       if (!lock)

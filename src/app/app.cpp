@@ -9,6 +9,7 @@
 #include <functional>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #ifdef RESENDD_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -21,8 +22,10 @@
 #include "queue/queue_service.h"
 #include "queue/routes.h"
 #include "store/db_lock.h"
+#include "store/pg_store.h"
 #include "store/sqlite_store.h"
 #include "token/token_service.h"
+#include "util/log.h"
 
 namespace resendd {
 
@@ -87,6 +90,21 @@ store::sqlite_options store_options(const config& cfg, bool read_only) {
   return o;
 }
 
+std::unique_ptr<store::queue_store> open_store(const config& cfg, sys_time now, bool read_only,
+                                               const std::string& daemon_name) {
+  if (cfg.store.backend == "postgres") {
+    store::pg_options o;
+    o.url = cfg.store.url;
+    o.max_queue_depth = cfg.store.max_queue_depth;
+    o.max_pending_writes = std::size_t(cfg.store.max_pending_writes);
+    o.busy_timeout = cfg.store.busy_timeout;
+    o.read_only = read_only;
+    o.daemon_name = daemon_name;
+    return std::make_unique<store::pg_store>(o, now);
+  }
+  return std::make_unique<store::sqlite_store>(store_options(cfg, read_only), now);
+}
+
 bool split_listen(const std::string& listen, std::string& host, std::uint16_t& port) {
   const auto colon = listen.rfind(':');
   if (colon == std::string::npos) return false;
@@ -118,22 +136,31 @@ int run_daemon(const config& cfg, const clock& clk) {
 
   raise_fd_limit(cfg);
 
-  // One daemon per database, decided before anything touches the queue: a second one must not
-  // re-queue the first one's deliveries.
-  store::lock_holder holder;
-  auto lock = store::database_lock::try_acquire(cfg.store.path, &holder);
-  if (!lock)
-    throw std::runtime_error("another resendd" +
-                             (holder.pid ? " (pid " + std::to_string(holder.pid) + ")"
-                                         : std::string()) +
-                             " is serving " + cfg.store.path + "; refusing to start");
+  // SQLite: one daemon per database, decided before anything touches the queue: a second one
+  // must not re-queue the first one's deliveries. PostgreSQL: any number; each re-queues only
+  // its own slot's deliveries (store/pg_store.h).
+  const bool shared = cfg.store.backend == "postgres";
+  std::unique_ptr<store::database_lock> lock;
+  if (!shared) {
+    store::lock_holder holder;
+    lock = store::database_lock::try_acquire(cfg.store.path, &holder);
+    if (!lock)
+      throw std::runtime_error("another resendd" +
+                               (holder.pid ? " (pid " + std::to_string(holder.pid) + ")"
+                                           : std::string()) +
+                               " is serving " + cfg.store.path + "; refusing to start");
+  }
 
   // Order matters: the store outlives everything that posts to it; the io_context outlives the
   // store, whose writer posts completions onto it.
   asio::io_context io{1};
-  store::sqlite_store store(store_options(cfg), clk.now());
-  // We hold the lock: whatever is delivering was cut off by a process that is gone. Its attempt
-  // stays counted, so a job that kills the daemon dies after max_attempts restarts.
+  char hostname[256] = {};
+  ::gethostname(hostname, sizeof hostname - 1);
+  auto store_ptr = open_store(cfg, clk.now(), false, std::string(hostname) + "/" + cfg.server.listen);
+  auto& store = *store_ptr;
+  // We hold the lock (SQLite) or our slot (PostgreSQL): whatever we were delivering was cut off
+  // by a process that is gone. Its attempt stays counted, so a job that kills the daemon dies
+  // after max_attempts restarts.
   if (int n = store.requeue_delivering(clk.now(), false))
     spdlog::warn("store: {} job(s) were being delivered when resendd last stopped; queued again",
                  n);
@@ -190,11 +217,13 @@ int run_daemon(const config& cfg, const clock& clk) {
   });
 
   const auto bound = server.start();
-  lock->publish("http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+  if (lock) lock->publish("http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
                 std::to_string(bound));
   spdlog::info("listening on {}:{} (store {}, {} route(s), concurrency {})",
-               host.find(':') != std::string::npos ? "[" + host + "]" : host, bound, cfg.store.path,
+               host.find(':') != std::string::npos ? "[" + host + "]" : host, bound,
+               shared ? mask_pg_url(cfg.store.url) : cfg.store.path,
                routes.all().size(), cfg.delivery.defaults.concurrency);
+  store.on_wake([&dispatch] { dispatch.wake(); });  // another daemon queued a job or freed a slot
   dispatch.start();
   notify_systemd("READY=1");
 

@@ -2,6 +2,8 @@
 // The composition root: builds every part from the config, in order, runs the daemon until
 // SIGTERM/SIGINT and takes it down in the reverse order. Nothing else creates services.
 #include "config/config.h"
+#include <memory>
+
 #include "store/sqlite_store.h"
 #include "util/time.h"
 
@@ -13,6 +15,11 @@ int run_daemon(const config& cfg, const clock& clk);
 // The SQLite store's options from [store]: one mapping for the daemon and the CLI. `read_only`
 // for CLI reads beside a running daemon.
 store::sqlite_options store_options(const config& cfg, bool read_only = false);
+
+// The store [store] names: SQLite (the caller holds the database lock when it writes) or
+// PostgreSQL. `daemon_name`: a serving daemon's slot name (PostgreSQL; empty for the CLI).
+std::unique_ptr<store::queue_store> open_store(const config& cfg, sys_time now, bool read_only,
+                                               const std::string& daemon_name = "");
 
 // Splits "HOST:PORT" / "[V6]:PORT"; "localhost" means 127.0.0.1.
 bool split_listen(const std::string& listen, std::string& host, std::uint16_t& port);

@@ -202,6 +202,8 @@ void read_document(const toml::value& root, config& c, problems& errs) {
   }
   if (auto* v = section("store")) {
     table_reader t(*v, "store", errs);
+    t.string("backend", c.store.backend);
+    t.string("url", c.store.url);
     t.string("path", c.store.path);
     t.integer("max_queue_depth", c.store.max_queue_depth, 1, std::int64_t(1) << 40);
     t.integer("max_pending_writes", c.store.max_pending_writes, 1, 10'000'000);
@@ -290,6 +292,9 @@ void apply_environment(config& c, const environment& env, problems& errs) {
   if (auto v = get("RESENDD_API_TOKENS")) c.server.api_tokens = split_list(*v);
   if (auto v = credential("api_tokens")) c.server.api_tokens = split_list(*v);
   if (auto v = get("RESENDD_LOG")) c.log.level = *v;
+  if (auto v = get("RESENDD_STORE_BACKEND")) c.store.backend = *v;
+  if (auto v = get("RESENDD_STORE_URL")) c.store.url = *v;
+  if (auto v = credential("store_url")) c.store.url = *v;
   if (auto v = get("EXPECTED_COZE_API_KEY")) c.coze.app_id = *v;
   if (auto v = get("COZE_APP_ID")) c.coze.app_id = *v;
   if (auto v = get("COZE_PUBLIC_KEY_ID")) c.coze.public_key_id = *v;
@@ -362,7 +367,13 @@ void validate(const config& c, problems& errs) {
     errs.push_back("feishu.token_url: must be an http(s) URL");
   if (!c.delivery.ca_file.empty() && !read_file(c.delivery.ca_file))
     errs.push_back("delivery.ca_file: cannot read " + c.delivery.ca_file);
-  if (c.store.path.empty()) errs.push_back("store.path: required");
+  if (c.store.backend != "sqlite" && c.store.backend != "postgres")
+    errs.push_back("store.backend: must be \"sqlite\" or \"postgres\"");
+  if (c.store.backend == "sqlite" && c.store.path.empty()) errs.push_back("store.path: required");
+  if (c.store.backend == "postgres" && !c.store.url.starts_with("postgresql://") &&
+      !c.store.url.starts_with("postgres://"))
+    errs.push_back("store.url: backend \"postgres\" needs a postgresql://… URL (or "
+                   "RESENDD_STORE_URL, or the systemd credential store_url)");
 }
 
 config finish(config c, const environment& env, problems errs) {
@@ -426,7 +437,8 @@ std::string render_config(const config& c) {
     << "\nmax_connections = " << c.server.max_connections
     << "\nmax_connections_per_client = " << c.server.max_connections_per_client
     << "\nread_timeout = " << quote(format_duration(c.server.read_timeout)) << "\n\n";
-  o << "[store]\npath = " << quote(c.store.path)
+  o << "[store]\nbackend = " << quote(c.store.backend) << "\nurl = " << quote(mask_pg_url(c.store.url))
+    << "\npath = " << quote(c.store.path)
     << "\nmax_queue_depth = " << c.store.max_queue_depth
     << "\nmax_pending_writes = " << c.store.max_pending_writes
     << "\ncommit_timeout = " << quote(format_duration(c.store.commit_timeout))

@@ -60,6 +60,8 @@ struct config {
     millis read_timeout{30'000};  // a whole request must arrive within this
   } server;
   struct store_section {
+    std::string backend = "sqlite";  // "sqlite" (one daemon) or "postgres" (several share a queue)
+    std::string url;                 // postgres: postgresql://user:password@host:port/db
     std::string path = "var/resendd.db";
     std::int64_t max_queue_depth = 1'000'000;  // queued + delivering; then /resend answers 503
     int max_pending_writes = 20'000;  // writes waiting for the writer; then /resend answers 503

@@ -17,7 +17,8 @@ struct migration {
   const char* sql;
 };
 
-const std::vector<migration>& embedded_migrations();
+const std::vector<migration>& embedded_migrations();     // migrations/*.sql (SQLite)
+const std::vector<migration>& embedded_pg_migrations();  // migrations/postgres/*.sql
 
 // Applies what is missing; returns how many were applied. Throws on failure (start-up only),
 // and when the database has a migration newer than this binary knows (an older binary must not

@@ -1,5 +1,6 @@
 #pragma once
-// The queue's store, as one interface a backend implements (SQLite today; PostgreSQL next).
+// The queue's store, as one interface a backend implements (store/sqlite_store: one daemon, the
+// default; store/pg_store: several daemons sharing one PostgreSQL queue).
 //
 // Contract for every backend:
 // - Writes are asynchronous: `done` runs on a store thread after the transaction that holds the
@@ -179,6 +180,9 @@ class queue_store {
   virtual bool healthy() const = 0;         // the last commit succeeded and the file is ours
   virtual std::string health_detail() const = 0;
   virtual std::uint64_t commits() const = 0;
+  // Called from a store thread when another process changed the queue in a way that may give
+  // the dispatcher work (a job queued, a delivery slot freed). SQLite: never (one process).
+  virtual void on_wake(std::function<void()> fn) { (void)fn; }
 };
 
 }  // namespace resendd::store

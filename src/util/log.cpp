@@ -5,6 +5,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/url/parse.hpp>
+#include <boost/url/url.hpp>
+#include <regex>
 #include <cctype>
 
 namespace resendd {
@@ -99,6 +102,24 @@ void mask_job_secrets(nlohmann::json& job) {
   if (!req.contains("headers") || !req["headers"].is_object()) return;
   for (auto& [name, value] : req["headers"].items())
     if (value.is_string() && is_secret_header(name)) value = mask_secret(value.get<std::string>());
+}
+
+std::string mask_pg_url(const std::string& url) {
+  auto u = boost::urls::parse_uri(url);
+  std::string out = url;
+  if (u) {
+    boost::urls::url v = *u;
+    if (v.has_password()) v.set_password("***");
+    for (auto p : v.params())
+      if (p.key == "password") {
+        v.params().set("password", "***");
+        break;
+      }
+    out = std::string(v.buffer());
+  }
+  // key=value connection strings
+  static const std::regex kv(R"((password\s*=\s*)('[^']*'|\S+))", std::regex::icase);
+  return std::regex_replace(out, kv, "$1***");
 }
 
 }  // namespace resendd

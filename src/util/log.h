@@ -12,6 +12,8 @@ bool setup_logging(std::string_view level);
 
 // "Bearer abcd…(41 chars)" style: enough to tell two secrets apart, not enough to use one.
 std::string mask_secret(std::string_view secret);
+// A PostgreSQL connection URL (or key=value string) with its password replaced by "***".
+std::string mask_pg_url(const std::string& url);
 // Compares a presented secret with the expected one in time independent of where they differ.
 bool secret_equals(std::string_view given, std::string_view expected);
 // True for header names whose values are credentials (Authorization, Cookie, X-Api-Key, ...).

@@ -74,7 +74,7 @@ TEST(Feishu, GatewayRateLimitsHonourTheResetHeaderAndCostNoAttempt) {
   // Each retry waited at least the advertised second.
   const auto starts = sql_rows(
       d.db_path(),
-      "select (julianday(b.started_at) - julianday(a.started_at)) * 86400000 from attempts a "
+      "select " + sql_ms_between("b.started_at", "a.started_at") + " from attempts a "
       "join attempts b on b.job_id = a.job_id and b.n = a.n + 1 where a.job_id = '" +
           id + "'");
   ASSERT_EQ(starts.size(), 3u);
@@ -175,7 +175,7 @@ TEST(Feishu, KeyMinGapSpacesWritesToOneTable) {
   // Each write starts at least the gap after the previous one finished.
   const auto gaps = sql_rows(
       d.db_path(),
-      "select (julianday(b.started_at) - julianday(a.finished_at)) * 86400000 from "
+      "select " + sql_ms_between("b.started_at", "a.finished_at") + " from "
       "(select j.finished_at, row_number() over (order by t.started_at) as k "
       " from jobs j join attempts t on t.job_id = j.id) a "
       "join (select started_at, row_number() over (order by started_at) as k from attempts) b "

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "store/pg.h"
 #include "support/harness.h"
 
 using namespace resendd::test;
@@ -57,20 +58,30 @@ class valve {
 };
 
 // Another process's write transaction on the daemon's database (an operator's sqlite3 session).
+// Holds the store's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an EXCLUSIVE lock on the
+// job tables, which readers pass): the daemon's writes wait busy_timeout, then fail.
 class write_lock {
  public:
-  explicit write_lock(const std::string& db) : conn_(db, SQLite::OPEN_READWRITE) {
-    conn_.exec("PRAGMA busy_timeout = 10000");
-    conn_.exec("BEGIN IMMEDIATE");
+  explicit write_lock(const std::string& db) {
+    if (db.starts_with("postgresql://")) {
+      pg_ = std::make_unique<resendd::store::pg_connection>(db);
+      pg_->exec("BEGIN");
+      pg_->exec("LOCK TABLE jobs, attempts IN EXCLUSIVE MODE");
+      return;
+    }
+    lite_ = std::make_unique<SQLite::Database>(db, SQLite::OPEN_READWRITE);
+    lite_->exec("PRAGMA busy_timeout = 10000");
+    lite_->exec("BEGIN IMMEDIATE");
   }
   void release() {
-    if (held_) conn_.exec("ROLLBACK");
+    if (held_) pg_ ? pg_->exec("ROLLBACK") : void(lite_->exec("ROLLBACK"));
     held_ = false;
   }
   ~write_lock() { release(); }
 
  private:
-  SQLite::Database conn_;
+  std::unique_ptr<resendd::store::pg_connection> pg_;
+  std::unique_ptr<SQLite::Database> lite_;
   bool held_ = true;
 };
 
@@ -133,6 +144,7 @@ TEST(QueueCore, FailedFinishIsRecordedLaterAndTheTableIsNotBlocked) {
 }
 
 TEST(QueueCore, SecondServeIsRefusedAndTheFirstDeliversExactlyOnce) {
+  SQLITE_ONLY("one daemon per file; on PostgreSQL several serve one queue (MultiDaemon tests)");
   temp_dir dir;
   valve v;
   fake_server dest([&](const received&) {
@@ -248,6 +260,7 @@ TEST(QueueCore, HealthAnswersFastWhileAnotherProcessHoldsTheWriteLock) {
 }
 
 TEST(QueueCore, FullDiskIsNotReadyThenRecoversWithoutARestart) {
+  SQLITE_ONLY("the database file on a full file system");
   temp_dir dir;
   fake_server dest;
   daemon_process d(dir, local_config("", "[store]\nmax_size = 409600\n"));
@@ -273,6 +286,7 @@ TEST(QueueCore, FullDiskIsNotReadyThenRecoversWithoutARestart) {
 }
 
 TEST(QueueCore, DeletedDatabaseIsNeverAnsweredWith202) {
+  SQLITE_ONLY("the database file deleted under the daemon");
   temp_dir dir;
   fake_server dest;
   daemon_process d(dir, local_config());
@@ -345,6 +359,7 @@ constexpr bool timed = true;
 }  // namespace
 
 TEST(QueueCore, LargePurgeRunsInSmallStepsBesideIntakeAndShrinksTheFile) {
+  SQLITE_ONLY("the file shrinks (PostgreSQL: autovacuum)");
   temp_dir dir;
   fake_server dest;
   dir.write("resendd.toml", local_config());
@@ -420,6 +435,7 @@ TEST(QueueCore, LargePurgeRunsInSmallStepsBesideIntakeAndShrinksTheFile) {
 }
 
 TEST(QueueCore, CleanStopLeavesEverythingInTheDatabaseFile) {
+  SQLITE_ONLY("WAL checkpoint into the file");
   temp_dir dir;
   valve v;  // jobs stay queued: their destination holds the first one
   fake_server dest([&](const received&) {

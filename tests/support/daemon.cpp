@@ -6,12 +6,54 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <functional>
+#include <mutex>
 #include <regex>
+#include <set>
 #include <stdexcept>
+
+#include "store/pg.h"
 
 extern char** environ;
 
 namespace resendd::test {
+
+std::optional<std::string> pg_server() {
+  const char* file = std::getenv("RESENDD_TEST_PG_FILE");
+  if (!file || !*file) return std::nullopt;
+  std::ifstream in(file);
+  std::string url;
+  if (!(in >> url)) throw std::runtime_error(std::string("no PostgreSQL URL in ") + file);
+  return url;
+}
+
+bool on_postgres() { return pg_server().has_value(); }
+
+std::string store_url(const temp_dir& dir) {
+  static std::mutex m;
+  static std::set<std::string> made;
+  const auto server = pg_server();
+  if (!server) return dir.file("var/resendd.db");
+  char name[32];
+  std::snprintf(name, sizeof name, "t_%016zx", std::hash<std::string>{}(dir.path().string()));
+  std::lock_guard lock(m);
+  if (!made.count(name)) {
+    store::pg_connection c(*server + "/postgres");
+    try {
+      c.exec(std::string("CREATE DATABASE ") + name);
+    } catch (const store::pg_error& e) {
+      if (e.sqlstate != "42P04") throw;  // exists already
+    }
+    made.insert(name);
+  }
+  return *server + "/" + name;
+}
+
+std::string sql_ms_between(const std::string& later, const std::string& earlier) {
+  if (on_postgres()) return "(extract(epoch from (" + later + " - " + earlier + ")) * 1000)";
+  return "((julianday(" + later + ") - julianday(" + earlier + ")) * 86400000)";
+}
 
 namespace {
 
@@ -31,6 +73,12 @@ pid_t spawn(const temp_dir& dir, const std::vector<std::string>& args,
     std::string kv(*e);
     const auto eq = kv.find('=');
     if (eq != std::string::npos) merged[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  // The backend under test: PostgreSQL when the suite runs against a server (one database per
+  // test directory), unless the test chose its own.
+  if (on_postgres() && !env.count("RESENDD_STORE_BACKEND")) {
+    merged["RESENDD_STORE_BACKEND"] = "postgres";
+    merged["RESENDD_STORE_URL"] = store_url(dir);
   }
   for (const auto& [k, v] : env) merged[k] = v;
   std::vector<std::string> env_s;
@@ -70,7 +118,7 @@ daemon_process::~daemon_process() {
   if (reader_.joinable()) reader_.join();
 }
 
-std::string daemon_process::db_path() const { return dir_.file("var/resendd.db"); }
+std::string daemon_process::db_path() const { return store_url(dir_); }
 
 void daemon_process::start() {
   if (reader_.joinable()) reader_.join();
@@ -184,6 +232,17 @@ command_result run_resendd(const temp_dir& dir, const std::vector<std::string>& 
 }
 
 std::vector<std::vector<std::string>> sql_rows(const std::string& db, const std::string& sql) {
+  if (db.starts_with("postgresql://")) {
+    store::pg_connection c(db);
+    auto r = c.run(sql);
+    std::vector<std::vector<std::string>> rows;
+    for (int i = 0; i < r.size(); ++i) {
+      std::vector<std::string> row;
+      for (int k = 0; k < r.columns(); ++k) row.push_back(r.null(i, k) ? "NULL" : r.text(i, k));
+      rows.push_back(std::move(row));
+    }
+    return rows;
+  }
   SQLite::Database conn(db, SQLite::OPEN_READONLY);
   conn.exec("PRAGMA busy_timeout = 5000");
   SQLite::Statement q(conn, sql);

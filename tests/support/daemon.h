@@ -68,7 +68,23 @@ struct command_result {
 command_result run_resendd(const temp_dir& dir, const std::vector<std::string>& args,
                            const std::map<std::string, std::string>& env = {});
 
-// Read-only queries on the daemon's database.
+// The backend the suite runs against: SQLite, or PostgreSQL when RESENDD_TEST_PG_FILE names a
+// file holding a server's URL (ctest's "postgres." tests: scripts/pg_cluster.sh starts it).
+bool on_postgres();
+// The store of a test directory: the SQLite file, or a PostgreSQL database of its own (created
+// on first use) whose URL the daemons and CLI runs of that directory get.
+std::string store_url(const temp_dir& dir);
+
+// A test of something only the SQLite backend has (the file, its lock, WAL, vacuum).
+#define SQLITE_ONLY(why)                                  \
+  do {                                                    \
+    if (::resendd::test::on_postgres()) GTEST_SKIP() << "SQLite only: " << why; \
+  } while (0)
+
+// SQL for the milliseconds from time column `earlier` to `later`, in the backend's dialect.
+std::string sql_ms_between(const std::string& later, const std::string& earlier);
+
+// Read-only queries on the daemon's database (a SQLite path or a postgresql:// URL).
 std::vector<std::vector<std::string>> sql_rows(const std::string& db, const std::string& sql);
 std::string sql_value(const std::string& db, const std::string& sql);
 

@@ -54,6 +54,15 @@ class fake_feishu {
     auto it = rows_.find(table);
     return it == rows_.end() ? std::vector<nlohmann::json>{} : it->second;
   }
+  // Waits until the tables hold at least `n` rows in all; false on timeout.
+  bool wait_rows(std::size_t n, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(m_);
+    return changed_.wait_for(lock, timeout, [&] {
+      std::size_t all = 0;
+      for (const auto& [t, r] : rows_) all += r.size();
+      return all >= n;
+    });
+  }
   int overlaps() const { return overlaps_.load(); }
   int max_in_flight_total() const { return max_total_.load(); }
   const fake_server& server() const { return server_; }
@@ -127,6 +136,7 @@ class fake_feishu {
       tokens_[token] = body;
     }
     for (const auto& rec : j["records"]) rows_[table].push_back(rec["fields"]);
+    changed_.notify_all();
     if (drop) return fake_reply{0, "", {}, true};
     return answer(200, {{"code", 0}, {"msg", "success"}, {"data", {{"records", j["records"]}}}});
   }
