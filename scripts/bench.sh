@@ -4,12 +4,13 @@
 # daemons), measures, stops everything it started by PID, and prints one table of medians with
 # min–max. Nothing leaves the machine.
 #   scripts/bench.sh [--runs 3] [--seconds 10] [--connections 64] [--preload 200000]
-#                    [--big 1000000] [--skip-big]
-# Takes ~10 minutes with the defaults (most of it filling the 1M queue).
+#                    [--big 1000000] [--skip-big] [--skip-postgres] [--postgres-only]
+# Takes ~15 minutes with the defaults (most of it filling the 1M queue). The PostgreSQL rows run
+# 1, 2 and 3 daemons on one throwaway server (scripts/pg_cluster.sh) behind nginx round-robin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-runs=3 secs=10 conns=64 preload=200000 big=1000000 skip_big=0
+runs=3 secs=10 conns=64 preload=200000 big=1000000 skip_big=0 pg=1 only_pg=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -18,6 +19,8 @@ while [ $# -gt 0 ]; do
     --preload) preload=$2; shift 2 ;;
     --big) big=$2; shift 2 ;;
     --skip-big) skip_big=1; shift ;;
+    --skip-postgres) pg=0; shift ;;
+    --postgres-only) only_pg=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +45,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -f "$work/pg/data_dir" ] && "$root/scripts/pg_cluster.sh" stop "$work/pg" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -200,6 +204,7 @@ med() { summary "$1" | awk '{ print $1 }'; }
 
 echo "bench: $runs runs of ${secs}s, wrk -t2 -c$conns, request $req_bytes bytes, work dir $work" >&2
 
+if [ "$only_pg" -eq 0 ]; then
 # 1. The ceiling and durable intake, alternating so that both see the same machine.
 for r in $(seq 1 "$runs"); do
   read -r rps p50 p99 bad < <(wrk_run "http://127.0.0.1:$p_ceiling/resend" "$work/post.lua" "$work/stall.json")
@@ -224,6 +229,7 @@ kill "$stall_pid"
 wait "$stall_pid" 2>/dev/null || true
 nginx -c "$work/sink/nginx.conf" -p "$work/sink" &
 pids+=($!)
+sink_started=1
 for r in $(seq 1 "$runs"); do
   rm -rf "$work/deliver"; mkdir -p "$work/deliver"
   cp "$work/preload/q.db" "$work/deliver/q.db"
@@ -287,6 +293,82 @@ claim=$(TMPDIR=$root/build-release/bench-cache "$root/build-release/bench/resend
   awk '/ClaimLargeQueue.*_median/ { printf "%.2f ms wall, %.2f ms CPU", $2 / 1000, $4 / 1000 }')
 [ -n "$claim" ] || tail -5 "$work/claim.err" >&2
 
+fi
+
+# 7. PostgreSQL: 1, 2 and 3 daemons on one queue, behind nginx round-robin (keep-alive). Intake
+#    to the stalled route (one delivery in flight across all daemons), then delivery of what was
+#    taken, pointed at the sink.
+if [ "$pg" -eq 1 ]; then
+  "$root/scripts/pg_cluster.sh" start "$work/pg" >&2
+  pg_url=$(cat "$work/pg/url")
+  p_lb=$(free_port)
+  mkdir -p "$work/lb"
+  pg_pids=()
+  start_pg_daemons() { # $1 = how many, $2 = database, $3 = route concurrency
+    pg_pids=()
+    local ports=() servers=""
+    for i in $(seq 1 "$1"); do
+      local port; port=$(free_port)
+      ports+=("$port")
+      servers="$servers server 127.0.0.1:$port;"
+      config "unused" "$3" | sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" >"$work/pg$i.toml"
+      RESENDD_STORE_BACKEND=postgres RESENDD_STORE_URL="$pg_url/$2" \
+        "$bin" serve --config "$work/pg$i.toml" 2>>"$work/resendd-pg.log" &
+      pg_pids+=($!)
+      pids+=($!)
+    done
+    for port in "${ports[@]}"; do
+      for _ in $(seq 1 3000); do
+        curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" && break
+        sleep 0.01
+      done
+    done
+    nginx_conf "$work/lb" "
+      upstream daemons { $servers keepalive 256; }
+      server { listen 127.0.0.1:$p_lb backlog=4096; client_max_body_size 2m;
+        location / { proxy_pass http://daemons; proxy_http_version 1.1;
+                     proxy_set_header Connection \"\"; } }" >"$work/lb/nginx.conf"
+    nginx -c "$work/lb/nginx.conf" -p "$work/lb" &
+    lb_pid=$!
+    pids+=($!)
+    for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$p_lb/healthz" && break; sleep 0.01; done
+  }
+  stop_pg_daemons() {
+    kill "$lb_pid" 2>/dev/null || true
+    wait "$lb_pid" 2>/dev/null || true
+    for p in "${pg_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pg_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  }
+  if [ "${sink_started:-0}" -eq 0 ]; then
+    nginx -c "$work/sink/nginx.conf" -p "$work/sink" &
+    pids+=($!)
+  fi
+  for n in 1 2 3; do
+    for r in $(seq 1 "$runs"); do
+      db="bench_${n}_$r"
+      psql "$pg_url/postgres" -qc "create database $db" >/dev/null
+      start_pg_daemons "$n" "$db" 1
+      read -r rps p50 p99 bad < <(wrk_run "http://127.0.0.1:$p_lb/resend" "$work/post.lua" "$work/stall.json")
+      [ "$bad" -eq 0 ] || echo "postgres intake ($n daemons) run $r: $bad answers were not 202" >&2
+      add "pg_in_$n" "$rps"; add "pg_p99_$n" "$p99"
+      stop_pg_daemons
+      # What was taken now goes to the sink: the same jobs, pointed at the sink's port.
+      jobs_n=$(psql "$pg_url/$db" -Atc "update jobs set state = 'queued', lease_until = null,
+        location = replace(location, ':$p_stall/', ':$p_sink/'),
+        request = replace(request, ':$p_stall/', ':$p_sink/'), next_attempt_at = now();
+        select count(*) from jobs" | tail -1)
+      t0=$(date +%s%N)
+      start_pg_daemons "$n" "$db" 64
+      while [ "$(psql "$pg_url/$db" -Atc "select count(*) from jobs where state = 'succeeded'")" -lt "$jobs_n" ]; do
+        sleep 0.1
+      done
+      add "pg_out_$n" "$(awk -v n="$jobs_n" -v ns="$(( $(date +%s%N) - t0 ))" 'BEGIN { printf "%.0f", n / (ns / 1e9) }')"
+      stop_pg_daemons
+      psql "$pg_url/postgres" -qc "drop database $db" >/dev/null
+    done
+  done
+fi
+
 cat <<EOF
 
 | figure (median of $runs, min–max) | value |
@@ -304,4 +386,7 @@ cat <<EOF
 | at $big queued: start to ready, ms | $(summary big_ready) |
 | at $big queued: bytes on disk per job (request $req_bytes bytes) | $(summary big_disk) |
 | claim at 1M queued, 10 routes, 100k keys (median) | ${claim:-—} |
+| PostgreSQL, 1 daemon: intake req/s (p99 ms) / delivery jobs/s | $(summary pg_in_1) ($(med pg_p99_1)) / $(summary pg_out_1) |
+| PostgreSQL, 2 daemons behind nginx: intake / delivery | $(summary pg_in_2) ($(med pg_p99_2)) / $(summary pg_out_2) |
+| PostgreSQL, 3 daemons behind nginx: intake / delivery | $(summary pg_in_3) ($(med pg_p99_3)) / $(summary pg_out_3) |
 EOF

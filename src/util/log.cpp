@@ -105,21 +105,15 @@ void mask_job_secrets(nlohmann::json& job) {
 }
 
 std::string mask_pg_url(const std::string& url) {
-  auto u = boost::urls::parse_uri(url);
-  std::string out = url;
-  if (u) {
+  if (auto u = boost::urls::parse_uri(url)) {
     boost::urls::url v = *u;
     if (v.has_password()) v.set_password("***");
-    for (auto p : v.params())
-      if (p.key == "password") {
-        v.params().set("password", "***");
-        break;
-      }
-    out = std::string(v.buffer());
+    if (v.params().contains("password")) v.params().set("password", "***");
+    return std::string(v.buffer());
   }
-  // key=value connection strings
+  // key=value connection strings (password=secret or password='se cret')
   static const std::regex kv(R"((password\s*=\s*)('[^']*'|\S+))", std::regex::icase);
-  return std::regex_replace(out, kv, "$1***");
+  return std::regex_replace(url, kv, "$1***");
 }
 
 }  // namespace resendd

@@ -1,4 +1,5 @@
 #include "config/config.h"
+#include "util/log.h"
 
 #include <gtest/gtest.h>
 
@@ -105,4 +106,36 @@ credentials = "feishu_tenant"
 )",
                                 {}),
                config_error);
+}
+
+TEST(Config, PostgresBackendNeedsAUrlAndItsPasswordIsNeverShown) {
+  EXPECT_EQ(load_config(std::nullopt, {}).store.backend, "sqlite");  // the default, as documented
+  try {
+    load_config_text("[store]\nbackend = \"postgres\"\n", {});
+    ADD_FAILURE() << "a postgres backend without a URL was accepted";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find("store.url"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_config_text("[store]\nbackend = \"mysql\"\n", {}), config_error);
+  const auto c = load_config_text(
+      "[store]\nbackend = \"postgres\"\n",
+      {{"RESENDD_STORE_URL", "postgresql://resendd:hunter2-pass@db.internal:5432/q?sslmode=require"}});
+  EXPECT_EQ(c.store.url, "postgresql://resendd:hunter2-pass@db.internal:5432/q?sslmode=require");
+  const auto text = render_config(c);
+  EXPECT_EQ(text.find("hunter2-pass"), std::string::npos) << text;
+  EXPECT_NE(text.find("postgresql://resendd:***@db.internal:5432/q?sslmode=require"),
+            std::string::npos)
+      << text;
+  EXPECT_NO_THROW(load_config_text(text, {}));
+}
+
+TEST(Config, PgUrlMaskingCoversEveryPasswordForm) {
+  EXPECT_EQ(resendd::mask_pg_url("postgresql://u:secret@h/db"), "postgresql://u:***@h/db");
+  EXPECT_EQ(resendd::mask_pg_url("postgres://u@h/db?password=secret&x=1"),
+            "postgres://u@h/db?password=***&x=1");
+  EXPECT_EQ(resendd::mask_pg_url("host=h user=u password=secret dbname=q"),
+            "host=h user=u password=*** dbname=q");
+  EXPECT_EQ(resendd::mask_pg_url("host=h password='se cret' dbname=q"),
+            "host=h password=*** dbname=q");
+  EXPECT_EQ(resendd::mask_pg_url("postgresql://u@h/db"), "postgresql://u@h/db");
 }
