@@ -299,7 +299,7 @@ fi
 #    to the stalled route (one delivery in flight across all daemons), then delivery of what was
 #    taken, pointed at the sink.
 if [ "$pg" -eq 1 ]; then
-  "$root/scripts/pg_cluster.sh" start "$work/pg" >&2
+  PG_DURABLE=1 "$root/scripts/pg_cluster.sh" start "$work/pg" >&2
   pg_url=$(cat "$work/pg/url")
   p_lb=$(free_port)
   mkdir -p "$work/lb"

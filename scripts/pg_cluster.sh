@@ -3,7 +3,8 @@
 # folder (as user postgres when run as root: initdb refuses root), starts it on a free loopback
 # port and writes its URL to STATE_DIR/url; `stop STATE_DIR` stops it and removes the folder.
 # Trust authentication on 127.0.0.1 only; fsync off (a test never pulls the power; the daemons'
-# own durability is tested on SQLite and by kill -9 here).
+# own durability is tested on SQLite and by kill -9 here) unless PG_DURABLE=1 (the benchmarks:
+# fsync and synchronous_commit on, as a production server runs).
 set -euo pipefail
 cmd=${1:?start|stop}
 state=${2:?state directory}
@@ -26,10 +27,12 @@ case "$cmd" in
     echo "$data" >"$state/data_dir"
     as_owner "$bin/initdb" -D "$data/db" -A trust -U postgres -E UTF8 --locale=C --no-sync >"$state/initdb.log" 2>&1 \
       || { cat "$state/initdb.log" >&2; exit 1; }
+    sync_opts="-c fsync=off -c full_page_writes=off"
+    [ "${PG_DURABLE:-0}" = 1 ] && sync_opts="-c fsync=on -c synchronous_commit=on"
     for _ in $(seq 1 20); do
       port=$((20000 + RANDOM % 40000))
       if as_owner "$bin/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 start \
-          -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB" \
+          -o "-p $port -k $data -c listen_addresses=127.0.0.1 $sync_opts -c max_connections=400 -c shared_buffers=64MB" \
           >/dev/null 2>&1; then
         echo "postgresql://postgres@127.0.0.1:$port" >"$state/url"
         echo "pg_cluster: PostgreSQL on 127.0.0.1:$port ($data)"

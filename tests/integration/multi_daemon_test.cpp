@@ -5,12 +5,14 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
 
+#include "store/pg_store.h"
 #include "support/fake_feishu.h"
 #include "support/harness.h"
 
@@ -224,4 +226,103 @@ TEST(MultiDaemon, SqliteQueueMovesToPostgresAndIsDelivered) {
   EXPECT_EQ(sql_value(db, "select count(*) from attempts a join attempts b on b.job_id = a.job_id "
                           "and b.n = a.n + 1 where b.outcome = 'succeeded'"),
             std::to_string(jobs));
+}
+
+TEST(MultiDaemon, ADaemonStartingNeverRequeuesAnotherLiveDaemonsDeliveries) {
+  POSTGRES_ONLY();
+  temp_dir dir;
+  std::mutex m;
+  std::condition_variable cv;
+  bool open = false;
+  fake_server dest([&](const received&) {
+    std::unique_lock lock(m);
+    cv.wait_for(lock, std::chrono::seconds(60), [&] { return open; });
+    return fake_reply{};
+  });
+  const auto cfg = local_config("concurrency = 3");
+  daemon_process first(dir, cfg);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(post_resend(first, resend_body(dest.url("/x"), "h" + std::to_string(i))).status, 202);
+  ASSERT_TRUE(dest.wait_for(3)) << first.log();  // three deliveries held in flight by `first`
+  const auto db = store_url(dir);
+  const auto owner = sql_value(db, "select min(claimed_by) from jobs");
+  // Two more daemons with the same name start (slots #2 and #3) and re-queue nothing of it.
+  daemon_process second(dir, cfg), third(dir, cfg);
+  EXPECT_EQ(sql_value(db, "select count(*) from jobs where state = 'delivering' and claimed_by = '" +
+                              owner + "'"),
+            "3");
+  EXPECT_EQ(sql_value(db, "select count(distinct claimed_by) from jobs"), "1");
+  EXPECT_EQ(second.log().find("queued again"), std::string::npos) << second.log();
+  {
+    std::lock_guard lock(m);
+    open = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(first.wait_log_count(": succeeded", 3)) << first.log();
+  EXPECT_EQ(dest.count(), 3u);  // each sent once
+  EXPECT_EQ(sql_value(db, "select count(*) from jobs where state = 'succeeded'"), "3");
+}
+
+// The store itself, two "daemons" (two pg_store instances with their own slots) on one queue: A
+// claims and dies silently (never finishes); when A's lease has expired, B's claim takes the job
+// back and delivers it; A's late outcome is fenced off and changes nothing.
+TEST(MultiDaemon, ExpiredLeaseIsTakenOverAndTheLateOutcomeIsFenced) {
+  POSTGRES_ONLY();
+  using namespace resendd::store;
+  using resendd::millis;
+  using resendd::sys_time;
+  temp_dir dir;
+  const sys_time t0{millis{1'800'000'000'000}};
+  pg_options o;
+  o.url = store_url(dir);
+  o.daemon_name = "a";
+  pg_store a(o, t0);
+  o.daemon_name = "b";
+  pg_store b(o, t0);
+  std::promise<enqueue_result> queued;
+  new_job j;
+  j.id = "019ac0de-0000-7000-8000-00000000000a";
+  j.route = "r";
+  j.method = "POST";
+  j.location = "http://127.0.0.1/x";
+  j.request = R"({"location":"http://127.0.0.1/x"})";
+  a.enqueue(j, t0, nullptr, [&](enqueue_result r) { queued.set_value(r); });
+  ASSERT_EQ(queued.get_future().get().what, enqueue_result::status::queued);
+  const auto claim = [](pg_store& s, sys_time now) {
+    std::promise<claim_result> p;
+    s.claim({now, millis{1000}, 8, {{"r", 4, 1}}, 0}, [&](claim_result r) { p.set_value(r); });
+    return p.get_future().get();
+  };
+  const auto by_a = claim(a, t0);
+  ASSERT_EQ(by_a.jobs.size(), 1u) << by_a.error;
+  EXPECT_TRUE(claim(b, t0 + millis{500}).jobs.empty());  // A's lease still holds
+  const auto by_b = claim(b, t0 + millis{1500});           // it has expired
+  ASSERT_EQ(by_b.jobs.size(), 1u) << by_b.error;
+  EXPECT_EQ(by_b.reclaimed, 1);
+  EXPECT_GT(by_b.jobs[0].claim_no, by_a.jobs[0].claim_no);
+  EXPECT_EQ(sql_value(o.url, "select claimed_by from jobs"), b.slot());
+  const auto finish = [&](pg_store& s, const claimed_job& c, const std::string& state) {
+    job_finish f;
+    f.id = c.id;
+    f.route = c.route;
+    f.claim_no = c.claim_no;
+    f.attempt = {t0, millis{5}, 200, 0, state == "succeeded" ? "succeeded" : "retry", "", "{}"};
+    f.next_state = state;
+    f.next_attempt_at = t0 + millis{2000};
+    std::promise<finish_result> p;
+    s.finish(f, t0 + millis{1600}, [&](finish_result r) { p.set_value(r); });
+    return p.get_future().get();
+  };
+  // A comes back with an outcome for its old claim: logged as an attempt, the job unchanged.
+  const auto late = finish(a, by_a.jobs[0], "queued");
+  EXPECT_FALSE(late.applied);
+  EXPECT_EQ(sql_value(o.url, "select state from jobs"), "delivering");
+  const auto done = finish(b, by_b.jobs[0], "succeeded");
+  EXPECT_TRUE(done.applied);
+  EXPECT_EQ(sql_value(o.url, "select state from jobs"), "succeeded");
+  EXPECT_EQ(sql_value(o.url, "select count(*) from attempts"), "2");
+  // A stopping cleanly re-queues only its own slot's deliveries: none now.
+  EXPECT_EQ(a.requeue_delivering(t0 + millis{1700}, true), 0);
+  a.close();
+  b.close();
 }
