@@ -518,6 +518,8 @@ pg_store::pg_store(const pg_options& opts, sys_time now) : opts_(opts) {
     reader_ = std::make_unique<pg_reader>(std::make_unique<pg_connection>(opts_.url));
     // A write that waits longer than busy_timeout for a lock fails (and is retried by its
     // caller) instead of holding the writer, as on SQLite.
+    // A 202 means the commit is on the server's disk, whatever the server's default says.
+    main->session("SET synchronous_commit = on");
     main->session("SET lock_timeout = " + std::to_string(opts_.busy_timeout.count()));
     writer_ = std::make_unique<pg_writer>(std::move(main), slot_, opts_.max_pending_writes);
     if (watch) {
