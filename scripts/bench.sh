@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-scripts/deps.sh
+scripts/deps.sh --test
 need=()
 for p in nginx-light wrk; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")

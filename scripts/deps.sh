@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages resendd needs to build, run and test. Idempotent: it only asks
-# apt when something is missing.
+# apt when something is missing. With --test also a PostgreSQL server (postgresql-15), which the
+# test run starts on a free port (scripts/pg_cluster.sh) for the PostgreSQL half of the suite and
+# the benchmarks; running resendd itself needs only the client library.
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config ca-certificates openssl sqlite3
   libboost1.81-dev libboost-url1.81-dev libssl-dev libsqlite3-dev libsqlitecpp-dev
-  nlohmann-json3-dev libspdlog-dev libtoml11-dev libcli11-dev libsystemd-dev libre2-dev libpq-dev postgresql-15
+  nlohmann-json3-dev libspdlog-dev libtoml11-dev libcli11-dev libsystemd-dev libre2-dev libpq-dev
   libgtest-dev libgmock-dev libbenchmark-dev curl
   clang libclang-rt-14-dev util-linux mount
 )
+[ "${1:-}" = "--test" ] && packages+=(postgresql-15)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
