@@ -2,9 +2,12 @@
 
 #include <re2/re2.h>
 
+#include <arpa/inet.h>
+
 #include <boost/url/parse.hpp>
 #include <nlohmann/json.hpp>
 
+#include "http/address_policy.h"
 #include "queue/json_path.h"
 #include "queue/routes.h"
 #include "util/random.h"
@@ -79,6 +82,27 @@ bool takes_client_token(std::string_view location) {
   return RE2::FullMatch(re2::StringPiece(location.data(), location.size()), create);
 }
 
+namespace {
+
+// The address a URL's host names without DNS: an IPv6 or IPv4 literal, or a host that the
+// resolver would read as one (inet_aton's spellings: 2130706433, 0x7f.1, 0177.0.0.1).
+std::optional<boost::asio::ip::address> literal_address(const boost::urls::url_view& url) {
+  boost::system::error_code ec;
+  if (url.host_type() == boost::urls::host_type::ipv6 ||
+      url.host_type() == boost::urls::host_type::ipv4) {
+    auto a = boost::asio::ip::make_address(std::string(url.host_address()), ec);
+    if (!ec) return a;
+    return std::nullopt;
+  }
+  const std::string host(url.encoded_host());
+  in_addr v4{};
+  if (!host.empty() && ::inet_aton(host.c_str(), &v4) != 0)
+    return boost::asio::ip::address_v4(ntohl(v4.s_addr));
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
                                                        std::string_view idempotency_key,
                                                        const route_table& routes, sys_time now) {
@@ -114,6 +138,14 @@ std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
 
   const route* r = routes.match(location);
   if (!r) return intake_error{403, "no_route", "location matches no configured route"};
+  // An address literal the route may not reach can never be delivered: refused now, not at the
+  // first attempt (a name that resolves there still dies at the attempt).
+  if (!r->cfg.allow_private_networks) {
+    if (auto a = literal_address(*url); a && !is_public_address(*a))
+      return intake_error{403, "private_address",
+                          "location is an address this route may not reach (loopback, private, "
+                          "link-local or reserved); allow_private_networks is off"};
+  }
 
   store::new_job job;
   job.id = uuid_v7(now);

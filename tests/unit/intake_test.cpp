@@ -121,3 +121,30 @@ TEST(Intake, MutatedInputNeverThrows) {
   }
   EXPECT_GT(accepted, 0);  // some mutations stay valid (e.g. inside a string)
 }
+
+TEST(Intake, AddressLiteralsARouteMayNotReachAreRefusedAtOnce) {
+  config c;
+  route_config any;
+  any.name = "any";
+  any.match = R"(^https?://.*$)";
+  any.profile = "generic";
+  any.serialize_by = "";
+  c.routes = {any};
+  const route_table closed(c);
+  const auto at = [&](const route_table& t, const std::string& location) {
+    return code_of(prepare_job(json{{"location", location}}.dump(), "", t, now));
+  };
+  for (const char* l : {"http://10.0.0.1/x", "http://127.0.0.1:9000/x", "http://[::1]/x",
+                        "http://[::ffff:127.0.0.1]/x", "http://169.254.169.254/latest",
+                        "http://100.64.0.1/x", "http://2130706433/x", "http://0x7f.1/x",
+                        "http://0177.0.0.1/x", "http://192.168.1.1/x", "http://0.0.0.0/x"})
+    EXPECT_EQ(at(closed, l), "403 private_address") << l;
+  // Public literals and names pass (a name is checked after DNS, at the attempt).
+  EXPECT_EQ(at(closed, "http://1.1.1.1/x"), "ok");
+  EXPECT_EQ(at(closed, "http://[2606:4700:4700::1111]/x"), "ok");
+  EXPECT_EQ(at(closed, "http://localhost.example.com/x"), "ok");
+  c.routes[0].allow_private_networks = true;
+  const route_table open(c);
+  EXPECT_EQ(at(open, "http://10.0.0.1/x"), "ok");
+  EXPECT_EQ(at(open, "http://[::1]/x"), "ok");
+}
