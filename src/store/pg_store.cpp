@@ -544,37 +544,16 @@ void pg_store::on_wake(std::function<void()> fn) {
 }
 
 void pg_store::recount(pg_connection& c) {
-  const auto before = local_changes_.load();
+  // A commit of ours that lands while we count may or may not be in the result: then it is
+  // dropped, and the next recount is used.
+  const auto before = counter_.changes();
   job_counts fresh;
-  std::int64_t active = 0;
   const auto rows = c.run("SELECT state, route, count(*) FROM jobs GROUP BY state, route");
-  for (int i = 0; i < rows.size(); ++i) {
-    const auto state = rows.text(i, 0);
-    const auto n = rows.integer(i, 2);
-    fresh[{state, rows.text(i, 1)}] = n;
-    if (state == "queued" || state == "delivering") active += n;
-  }
-  std::lock_guard lock(counts_mutex_);
-  // A commit of ours that landed while we counted may or may not be in `fresh`: keep ours and
-  // count again next time.
-  if (local_changes_.load() != before) return;
-  counts_ = std::move(fresh);
-  active_ = active;
+  for (int i = 0; i < rows.size(); ++i) fresh[{rows.text(i, 0), rows.text(i, 1)}] = rows.integer(i, 2);
+  counter_.replace(std::move(fresh), before);
 }
 
-void pg_store::count(const std::string& state, const std::string& route, std::int64_t delta) {
-  std::lock_guard lock(counts_mutex_);
-  ++local_changes_;
-  if (state == "queued" || state == "delivering") active_ += delta;
-  auto& n = counts_[{state, route}];
-  n += delta;
-  if (n <= 0) counts_.erase({state, route});
-}
-
-job_counts pg_store::counts() const {
-  std::lock_guard lock(counts_mutex_);
-  return counts_;
-}
+job_counts pg_store::counts() const { return counter_.counts(); }
 
 bool pg_store::healthy() const { return writer_ && writer_->healthy(); }
 std::string pg_store::health_detail() const {
@@ -597,7 +576,7 @@ void pg_store::enqueue(new_job job, sys_time now, gate g,
           return true;
         };
         if (job.idempotency_key && existing()) return;
-        if (active_.load() >= opts_.max_queue_depth) {
+        if (counter_.active() >= opts_.max_queue_depth) {
           *result = {enqueue_result::status::full, {}, {}, {}};
           return;
         }
@@ -630,12 +609,7 @@ void pg_store::enqueue(new_job job, sys_time now, gate g,
 void pg_store::claim(claim_request req, std::function<void(claim_result)> done) {
   if (!writer_) return done({{}, {}, 0, "read-only store"});
   auto out = std::make_shared<claim_result>();
-  {
-    std::set<std::string> named;
-    for (const auto& r : req.routes) named.insert(r.route);
-    for (const auto& [k, n] : counts())
-      if (k.first == "queued" && !named.count(k.second)) req.routes.push_back({k.second, 1, 1});
-  }
+  add_unnamed_routes(req, counts());
   auto moves = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   const bool taken = writer_->submit(
       [this, req = std::move(req), out, moves](pg_connection& c) {
@@ -879,11 +853,7 @@ void pg_store::cancel(std::string id, sys_time now, gate g,
         auto q = c.run("SELECT state, route FROM jobs WHERE id = $1 FOR UPDATE", {id});
         if (q.size() == 0) return void(r.what = action_result::status::not_found);
         const std::string state = q.text(0, 0), route = q.text(0, 1);
-        if (state != "queued" && state != "delivering") {
-          r = {action_result::status::conflict, state,
-               "only queued or delivering jobs can be cancelled; this one is " + state, 0};
-          return;
-        }
+        if (auto no = cancel_refused(state)) return void(r = *no);
         c.run(
             "UPDATE jobs SET state = 'cancelled', lease_until = NULL, updated_at = $2, "
             "finished_at = $2 WHERE id = $1",
@@ -911,25 +881,10 @@ void pg_store::retry(std::string id, sys_time now, bool force, gate g,
             {id, iso(now)});
         if (q.size() == 0) return void(r.what = action_result::status::not_found);
         const std::string state = q.text(0, 0), route = q.text(0, 1);
-        if (state != "dead" && state != "cancelled") {
-          r = {action_result::status::conflict, state,
-               "only dead or cancelled jobs can be retried; this one is " + state, 0};
-          return;
-        }
-        if (q.text(0, 4) == "t") {
-          r = {action_result::status::conflict, state,
-               "a delivery of this job is still in flight (lease until " + q.text(0, 2) +
-                   "); retry when it has ended",
-               0};
-          return;
-        }
-        if (!force && q.text(0, 3).find("needs reconciliation") != std::string::npos) {
-          r = {action_result::status::conflict, state,
-               "this job needs reconciliation: its first write may have landed; check the "
-               "destination, then retry with force",
-               0};
-          return;
-        }
+        // Column 4: a delivery is still in flight (its lease, column 2, has not passed).
+        if (auto no = retry_refused(state, q.text(0, 4) == "t" ? q.text(0, 2) : "", q.text(0, 3),
+                                    force))
+          return void(r = *no);
         c.run(
             "UPDATE jobs SET state = 'queued', attempts = 0, free_attempts = 0, "
             "auth_refreshes = 0, next_attempt_at = $2, retried_at = $2, updated_at = $2, "

@@ -29,6 +29,7 @@
 #include <mutex>
 #include <string>
 
+#include "store/job_counter.h"
 #include "store/queue_store.h"
 
 namespace resendd::store {
@@ -79,7 +80,7 @@ class pg_store final : public queue_store {
   void list(std::string state, int limit, std::function<void(read_result)> done) override;
 
   job_counts counts() const override;
-  std::int64_t active() const override { return active_.load(); }
+  std::int64_t active() const override { return counter_.active(); }
   bool healthy() const override;
   std::string health_detail() const override;
   std::uint64_t commits() const override;
@@ -88,17 +89,16 @@ class pg_store final : public queue_store {
   const std::string& slot() const { return slot_; }
 
  private:
-  void count(const std::string& state, const std::string& route, std::int64_t delta);
+  void count(const std::string& state, const std::string& route, std::int64_t delta) {
+    counter_.add(state, route, delta);
+  }
   void recount(pg_connection& c);
   bool submit_action(std::function<void(pg_connection&, action_result&)> work, gate g,
                      std::function<void(action_result)> done);
 
   pg_options opts_;
   std::string slot_;  // claimed_by of this daemon's claims
-  std::atomic<std::int64_t> active_{0};
-  mutable std::mutex counts_mutex_;
-  job_counts counts_;
-  std::atomic<std::uint64_t> local_changes_{0};  // count() calls: a recount racing one is dropped
+  job_counter counter_;
   std::unique_ptr<pg_writer> writer_;
   std::unique_ptr<pg_reader> reader_;
   std::unique_ptr<pg_watcher> watcher_;

@@ -133,6 +133,42 @@ inline constexpr std::array<const char*, 5> job_states = {"queued", "delivering"
 // Jobs by (state, route), committed.
 using job_counts = std::map<std::pair<std::string, std::string>, std::int64_t>;
 
+// The admin actions' rules, the same on every backend: nullopt = allowed, else the conflict.
+inline std::optional<action_result> cancel_refused(const std::string& state) {
+  if (state == "queued" || state == "delivering") return std::nullopt;
+  return action_result{action_result::status::conflict, state,
+                       "only queued or delivering jobs can be cancelled; this one is " + state, 0};
+}
+// `inflight_until`: the lease of a delivery of the job still in flight; empty when none is.
+inline std::optional<action_result> retry_refused(const std::string& state,
+                                                  const std::string& inflight_until,
+                                                  const std::string& last_error, bool force) {
+  const auto conflict = [&](std::string why) {
+    return action_result{action_result::status::conflict, state, std::move(why), 0};
+  };
+  if (state != "dead" && state != "cancelled")
+    return conflict("only dead or cancelled jobs can be retried; this one is " + state);
+  if (!inflight_until.empty())
+    return conflict("a delivery of this job is still in flight (lease until " + inflight_until +
+                    "); retry when it has ended");
+  if (!force && last_error.find("needs reconciliation") != std::string::npos)
+    return conflict(
+        "this job needs reconciliation: its first write may have landed; check the "
+        "destination, then retry with force");
+  return std::nullopt;
+}
+
+// Routes with queued jobs that the config no longer names still get claimed (one at a time), so
+// that delivery can tell them apart and end them: adds them to `req`.
+inline void add_unnamed_routes(claim_request& req, const job_counts& counts) {
+  for (const auto& [k, n] : counts) {
+    if (k.first != "queued") continue;
+    bool named = false;
+    for (const auto& r : req.routes) named = named || r.route == k.second;
+    if (!named) req.routes.push_back({k.second, 1, 1});
+  }
+}
+
 struct read_result {
   std::optional<nlohmann::json> value;  // nullopt with empty error: not found
   std::string error;

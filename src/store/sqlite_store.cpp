@@ -312,32 +312,15 @@ sqlite_store::~sqlite_store() {
 }
 
 void sqlite_store::recount(SQLite::Database& db) {
-  job_counts c;
-  std::int64_t active = 0;
+  const auto before = counter_.changes();
+  job_counts fresh;
   SQLite::Statement q(db, "SELECT state, route, count(*) FROM jobs GROUP BY state, route");
-  while (q.executeStep()) {
-    const auto state = q.getColumn(0).getString();
-    const auto n = q.getColumn(2).getInt64();
-    c[{state, q.getColumn(1).getString()}] = n;
-    if (state == "queued" || state == "delivering") active += n;
-  }
-  std::lock_guard lock(counts_mutex_);
-  counts_ = std::move(c);
-  active_ = active;
+  while (q.executeStep())
+    fresh[{q.getColumn(0).getString(), q.getColumn(1).getString()}] = q.getColumn(2).getInt64();
+  counter_.replace(std::move(fresh), before);
 }
 
-void sqlite_store::count(const std::string& state, const std::string& route, std::int64_t delta) {
-  if (state == "queued" || state == "delivering") active_ += delta;
-  std::lock_guard lock(counts_mutex_);
-  auto& n = counts_[{state, route}];
-  n += delta;
-  if (n <= 0) counts_.erase({state, route});
-}
-
-job_counts sqlite_store::counts() const {
-  std::lock_guard lock(counts_mutex_);
-  return counts_;
-}
+job_counts sqlite_store::counts() const { return counter_.counts(); }
 
 bool sqlite_store::healthy() const { return writer_ && writer_->healthy(); }
 std::string sqlite_store::health_detail() const {
@@ -363,7 +346,7 @@ void sqlite_store::enqueue(new_job job, sys_time now, gate g,
           }
         }
         // Counts what is committed; a batch may overshoot by its own size (at most 512).
-        if (active_.load() >= opts_.max_queue_depth) {
+        if (counter_.active() >= opts_.max_queue_depth) {
           result->what = enqueue_result::status::full;
           return;
         }
@@ -400,14 +383,7 @@ void sqlite_store::enqueue(new_job job, sys_time now, gate g,
 void sqlite_store::claim(claim_request req, std::function<void(claim_result)> done) {
   if (!writer_) return done({{}, {}, 0, "read-only store"});
   auto out = std::make_shared<claim_result>();
-  // Routes with queued jobs that the config no longer names still get claimed (one at a time),
-  // so that delivery can tell them apart and end them.
-  {
-    std::set<std::string> named;
-    for (const auto& r : req.routes) named.insert(r.route);
-    for (const auto& [k, n] : counts())
-      if (k.first == "queued" && !named.count(k.second)) req.routes.push_back({k.second, 1, 1});
-  }
+  add_unnamed_routes(req, counts());
   auto moves = std::make_shared<std::vector<std::pair<std::string, std::string>>>();  // route, to
   const bool taken = writer_->submit(
       [this, req = std::move(req), out, moves](SQLite::Database&) {
@@ -664,11 +640,7 @@ void sqlite_store::cancel(std::string id, sys_time now, gate g,
         q.bind(1, id);
         if (!q.executeStep()) return void(r.what = action_result::status::not_found);
         const std::string state = q.getColumn(0).getString(), route = q.getColumn(1).getString();
-        if (state != "queued" && state != "delivering") {
-          r = {action_result::status::conflict, state,
-               "only queued or delivering jobs can be cancelled; this one is " + state, 0};
-          return;
-        }
+        if (auto no = cancel_refused(state)) return void(r = *no);
         // inflight_until stays: a delivery in flight keeps the job from being retried until it
         // has ended (see finish).
         auto& up = st(
@@ -702,25 +674,9 @@ void sqlite_store::retry(std::string id, sys_time now, bool force, gate g,
         const std::string state = q.getColumn(0).getString(), route = q.getColumn(1).getString();
         const std::string inflight = q.getColumn(2).isNull() ? "" : q.getColumn(2).getString();
         const std::string last_error = q.getColumn(3).getString();
-        if (state != "dead" && state != "cancelled") {
-          r = {action_result::status::conflict, state,
-               "only dead or cancelled jobs can be retried; this one is " + state, 0};
-          return;
-        }
-        if (!inflight.empty() && inflight > to_iso8601(now)) {
-          r = {action_result::status::conflict, state,
-               "a delivery of this job is still in flight (lease until " + inflight +
-                   "); retry when it has ended",
-               0};
-          return;
-        }
-        if (!force && last_error.find("needs reconciliation") != std::string::npos) {
-          r = {action_result::status::conflict, state,
-               "this job needs reconciliation: its first write may have landed; check the "
-               "destination, then retry with force",
-               0};
-          return;
-        }
+        const bool in_flight = !inflight.empty() && inflight > to_iso8601(now);
+        if (auto no = retry_refused(state, in_flight ? inflight : "", last_error, force))
+          return void(r = *no);
         // A fresh start: a new attempt budget and a new max_age window from now.
         auto& up = st(
             "UPDATE jobs SET state = 'queued', attempts = 0, free_attempts = 0, "

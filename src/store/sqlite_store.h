@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 
+#include "store/job_counter.h"
 #include "store/queue_store.h"
 
 namespace SQLite {
@@ -64,21 +65,21 @@ class sqlite_store final : public queue_store {
   void list(std::string state, int limit, std::function<void(read_result)> done) override;
 
   job_counts counts() const override;
-  std::int64_t active() const override { return active_.load(); }
+  std::int64_t active() const override { return counter_.active(); }
   bool healthy() const override;
   std::string health_detail() const override;
   std::uint64_t commits() const override;
 
  private:
-  void count(const std::string& state, const std::string& route, std::int64_t delta);
+  void count(const std::string& state, const std::string& route, std::int64_t delta) {
+    counter_.add(state, route, delta);
+  }
   void recount(SQLite::Database& db);
   bool submit_action(std::function<void(SQLite::Database&, action_result&)> work, gate g,
                      std::function<void(action_result)> done);
 
   sqlite_options opts_;
-  std::atomic<std::int64_t> active_{0};  // queued + delivering, committed
-  mutable std::mutex counts_mutex_;
-  job_counts counts_;
+  job_counter counter_;
   std::unique_ptr<statement_cache> wstmts_;  // writer thread only
   std::unique_ptr<writer> writer_;
   std::unique_ptr<read_thread> reader_;

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
-#include <regex>
 #include <cctype>
 
 namespace resendd {
@@ -111,9 +110,37 @@ std::string mask_pg_url(const std::string& url) {
     if (v.params().contains("password")) v.params().set("password", "***");
     return std::string(v.buffer());
   }
-  // key=value connection strings (password=secret or password='se cret')
-  static const std::regex kv(R"((password\s*=\s*)('[^']*'|\S+))", std::regex::icase);
-  return std::regex_replace(url, kv, "$1***");
+  // key=value connection strings (password=secret or password='se cret'): a linear scan, no
+  // std::regex (its recursion can overflow the stack on long input).
+  const auto lower = [](char c) { return char(std::tolower(static_cast<unsigned char>(c))); };
+  const auto space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+  std::string out;
+  std::size_t i = 0;
+  while (i < url.size()) {
+    std::size_t k = i;
+    for (const char* w = "password"; *w; ++w, ++k)
+      if (k >= url.size() || lower(url[k]) != *w) {
+        k = std::string::npos;
+        break;
+      }
+    std::size_t v = k;
+    while (v != std::string::npos && v < url.size() && space(url[v])) ++v;
+    if (v == std::string::npos || v >= url.size() || url[v] != '=') {
+      out += url[i++];
+      continue;
+    }
+    for (++v; v < url.size() && space(url[v]);) ++v;
+    out.append(url, i, v - i);
+    out += "***";
+    if (v < url.size() && url[v] == '\'') {
+      const auto close = url.find('\'', v + 1);
+      v = close == std::string::npos ? url.size() : close + 1;
+    } else {
+      while (v < url.size() && !space(url[v])) ++v;
+    }
+    i = v;
+  }
+  return out;
 }
 
 }  // namespace resendd
