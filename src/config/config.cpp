@@ -3,6 +3,7 @@
 #include <re2/re2.h>
 
 #include <boost/url/parse.hpp>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -140,6 +141,7 @@ class table_reader {
 void read_overrides(table_reader& r, delivery_overrides& o) {
   r.integer("concurrency", o.concurrency, 1, 100000);
   r.integer("max_attempts", o.max_attempts, 1, 1000000);
+  r.integer("max_rate_limited", o.max_rate_limited, 1, 1000000);
   r.duration("max_age", o.max_age, millis{1});
   r.duration("request_timeout", o.request_timeout, millis{1});
   r.duration("retry_base", o.retry_base, millis{1});
@@ -149,6 +151,7 @@ void read_overrides(table_reader& r, delivery_overrides& o) {
 route_settings apply_overrides(route_settings s, const delivery_overrides& o) {
   if (o.concurrency) s.concurrency = *o.concurrency;
   if (o.max_attempts) s.max_attempts = *o.max_attempts;
+  if (o.max_rate_limited) s.max_rate_limited = *o.max_rate_limited;
   if (o.max_age) s.max_age = *o.max_age;
   if (o.request_timeout) s.request_timeout = *o.request_timeout;
   if (o.retry_base) s.retry_base = *o.retry_base;
@@ -162,10 +165,14 @@ route_config read_route(const toml::value& v, std::size_t index, problems& errs)
   r.match.clear();
   r.profile = "generic";
   r.serialize_by.clear();
+  r.methods.clear();  // a route written by hand allows every method unless it lists them
   table_reader t(v, "routes[" + std::to_string(index) + "]", errs);
   t.string("name", r.name);
   t.string("match", r.match);
   t.string("profile", r.profile);
+  t.string_list("methods", r.methods);
+  for (auto& m : r.methods)
+    for (auto& ch : m) ch = char(std::toupper(static_cast<unsigned char>(ch)));
   t.boolean("allow_private_networks", r.allow_private_networks);
   t.string("credentials", r.credentials);
   t.string("serialize_by", r.serialize_by);
@@ -346,6 +353,11 @@ void validate(const config& c, problems& errs) {
       errs.push_back(key + "match: bad pattern: " + re.error());
     if (r.profile != "generic" && r.profile != "feishu")
       errs.push_back(key + "profile: must be \"generic\" or \"feishu\"");
+    for (const auto& m : r.methods)
+      if (m.empty() || m.size() > 32 ||
+          m.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~") !=
+              std::string::npos)
+        errs.push_back(key + "methods: \"" + m.substr(0, 40) + "\" is not an HTTP method name");
     if (!r.credentials.empty() && r.credentials != "feishu_tenant" && r.credentials != "coze")
       errs.push_back(key + "credentials: must be \"\", \"feishu_tenant\" or \"coze\"");
     if (r.serialize_by != "" && r.serialize_by != "host" && r.serialize_by != "path" &&
@@ -447,7 +459,8 @@ std::string render_config(const config& c) {
   const auto& d = c.delivery.defaults;
   o << "[delivery]\nconcurrency = " << d.concurrency
     << "\nrequest_timeout = " << quote(format_duration(d.request_timeout))
-    << "\nmax_attempts = " << d.max_attempts << "\nmax_age = " << quote(format_duration(d.max_age))
+    << "\nmax_attempts = " << d.max_attempts << "\nmax_rate_limited = " << d.max_rate_limited
+    << "\nmax_age = " << quote(format_duration(d.max_age))
     << "\nretry_base = " << quote(format_duration(d.retry_base))
     << "\nretry_cap = " << quote(format_duration(d.retry_cap))
     << "\nrate_limit_cap = " << quote(format_duration(d.rate_limit_cap))
@@ -458,12 +471,15 @@ std::string render_config(const config& c) {
   for (const auto& r : c.routes) {
     const auto s = effective_settings(c, r);
     o << "\n[[routes]]\nname = " << quote(r.name) << "\nmatch = " << literal(r.match)
-      << "\nprofile = " << quote(r.profile)
+      << "\nprofile = " << quote(r.profile) << "\nmethods = [";
+    for (std::size_t i = 0; i < r.methods.size(); ++i) o << (i ? ", " : "") << quote(r.methods[i]);
+    o << "]"
       << "\nallow_private_networks = " << r.allow_private_networks
       << "\ncredentials = " << quote(r.credentials) << "\nserialize_by = " << quote(r.serialize_by)
       << "\nkey_concurrency = " << r.key_concurrency
       << "\nkey_min_gap = " << quote(format_duration(r.key_min_gap))
       << "\nconcurrency = " << s.concurrency << "\nmax_attempts = " << s.max_attempts
+      << "\nmax_rate_limited = " << s.max_rate_limited
       << "\nmax_age = " << quote(format_duration(s.max_age))
       << "\nrequest_timeout = " << quote(format_duration(s.request_timeout))
       << "\nretry_base = " << quote(format_duration(s.retry_base))

@@ -18,6 +18,7 @@ namespace resendd {
 struct delivery_overrides {
   std::optional<int> concurrency;
   std::optional<int> max_attempts;
+  std::optional<int> max_rate_limited;
   std::optional<millis> max_age;
   std::optional<millis> request_timeout;
   std::optional<millis> retry_base;
@@ -29,6 +30,7 @@ struct route_settings {
   int concurrency = 64;              // deliveries in flight at once on this route
   millis request_timeout{30'000};    // one attempt, connect to last byte
   int max_attempts = 20;             // tries that count (rate-limited tries do not)
+  int max_rate_limited = 200;        // rate-limited tries of one job; then it is dead
   millis max_age{48 * 3'600'000LL};  // from creation; then the job is dead
   millis retry_base{2'000};          // first backoff
   millis retry_cap{30 * 60'000};     // largest backoff
@@ -37,9 +39,12 @@ struct route_settings {
 
 struct route_config {
   std::string name = "feishu-bitable";
+  // Matched against the normalized URL the client sends (queue/routes.h normalize_location);
+  // a segment is `[^/?#%]+`: no query, fragment or percent-encoding hides in it.
   std::string match =
-      R"(^https://open\.feishu\.cn/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records/batch_create([?].*)?$)";
+      R"(^https://open\.feishu\.cn/open-apis/bitable/v1/apps/[^/?#%]+/tables/[^/?#%]+/records/batch_create([?].*)?$)";
   std::string profile = "feishu";  // "generic" | "feishu"
+  std::vector<std::string> methods = {"POST"};  // upper case; empty = every method
   bool allow_private_networks = false;
   std::string credentials;  // "" | "feishu_tenant" | "coze"
   // Writes that share a key are limited to key_concurrency at once, key_min_gap apart.

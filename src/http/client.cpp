@@ -83,18 +83,19 @@ bool is_hop_header(std::string_view name) {
          beast::iequals(name, "te") || beast::iequals(name, "expect");
 }
 
-// Retry-After (seconds; HTTP dates are ignored) or Feishu's x-ogw-ratelimit-reset (seconds).
+// Retry-After (seconds or an HTTP-date) or Feishu's x-ogw-ratelimit-reset (seconds), parsed
+// strictly (util/time.h parse_wait_hint); the longer wins, at most a week.
 std::optional<millis> wait_hint(const http::fields& f) {
   std::optional<millis> best;
+  const auto now = std::chrono::time_point_cast<millis>(std::chrono::system_clock::now());
   for (const char* name : {"x-ogw-ratelimit-reset", "retry-after"}) {
     auto it = f.find(name);
     if (it == f.end()) continue;
     const auto v = it->value();
-    std::int64_t secs = 0;
-    auto r = std::from_chars(v.data(), v.data() + v.size(), secs);
-    if (r.ec != std::errc{} || secs < 0) continue;
-    const millis m{std::min<std::int64_t>(secs, 86400 * 7) * 1000};
-    if (!best || m > *best) best = m;
+    auto m = parse_wait_hint(std::string_view(v.data(), v.size()), name[0] == 'r', now);
+    if (!m) continue;
+    m = std::min(*m, millis{86400LL * 7 * 1000});
+    if (!best || *m > *best) best = m;
   }
   return best;
 }

@@ -212,6 +212,9 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
                                    attempt_result& result, std::string& used_token) {
     outbound_request out;
     if (!r) co_return verdict{outcome_kind::dead, {}, "location matches no configured route any more"};
+    if (!allows_method(r->cfg, job.method))
+      co_return verdict{outcome_kind::dead, {},
+                        "route " + r->cfg.name + " does not allow method " + job.method + " any more"};
     if (job.attempts - 1 >= r->settings.max_attempts)
       co_return verdict{outcome_kind::dead, {},
                         "max_attempts (" + std::to_string(r->settings.max_attempts) +

@@ -78,7 +78,7 @@ std::variant<std::vector<std::string>, intake_error> read_commands(const json& r
 
 bool takes_client_token(std::string_view location) {
   static const RE2 create(
-      R"(https?://[^/]+/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records(/batch_create)?([?].*)?)");
+      R"(https?://[^/]+/open-apis/bitable/v1/apps/[^/?#]+/tables/[^/?#]+/records(/batch_create)?([?].*)?)");
   return RE2::FullMatch(re2::StringPiece(location.data(), location.size()), create);
 }
 
@@ -113,11 +113,12 @@ std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
 
   if (!req.contains("location") || !req["location"].is_string())
     return bad("bad_location", "location is required and must be a string");
-  const auto location = req["location"].get<std::string>();
+  // Routes decide on the URL the client will send, so the job keeps that form.
+  auto normalized = normalize_location(req["location"].get_ref<const std::string&>());
+  if (!normalized.error.empty()) return bad("bad_location", normalized.error);
+  const std::string location = std::move(normalized.url);
   auto url = boost::urls::parse_absolute_uri(location);
-  if (!url || (url->scheme() != "http" && url->scheme() != "https") || url->host().empty() ||
-      location.size() > 8192)
-    return bad("bad_location", "location must be an absolute http(s) URL");
+  if (!url) return bad("bad_location", "location must be an absolute http(s) URL");
 
   std::string method = "POST";
   if (req.contains("method") && !req["method"].is_null()) {
@@ -138,6 +139,9 @@ std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
 
   const route* r = routes.match(location);
   if (!r) return intake_error{403, "no_route", "location matches no configured route"};
+  if (!allows_method(r->cfg, method))
+    return intake_error{403, "method_not_allowed",
+                        "route " + r->cfg.name + " does not allow method " + method};
   // An address literal the route may not reach can never be delivered: refused now, not at the
   // first attempt (a name that resolves there still dies at the attempt).
   if (!r->cfg.allow_private_networks) {

@@ -12,6 +12,14 @@ millis backoff_delay(int n, const route_settings& s, std::uint64_t jitter) {
   return millis{half + std::int64_t(jitter % std::uint64_t(d - half + 1))};
 }
 
+millis rate_limit_delay(int n, std::optional<millis> hint, const route_settings& s,
+                        std::uint64_t jitter) {
+  std::int64_t d = s.retry_base.count();
+  for (int i = 1; i < n && d < s.retry_cap.count(); ++i) d *= 2;
+  d = std::max(std::min(d, s.retry_cap.count()), std::min(hint.value_or(millis{0}), s.rate_limit_cap).count());
+  return millis{d + std::int64_t(jitter % std::uint64_t(d + 1))};
+}
+
 next_step next_retry(const verdict& v, const job_progress& before, sys_time now,
                      const route_settings& s, bool can_refresh, std::uint64_t jitter) {
   using st = next_step::state;
@@ -46,10 +54,13 @@ next_step next_retry(const verdict& v, const job_progress& before, sys_time now,
       break;
     case outcome_kind::rate_limited: {
       out.counted = false;
-      // Any hint from the destination (Retry-After, x-ogw-ratelimit-reset) is a lower bound.
-      millis wait = backoff_delay(before.free_attempts + 1, s, jitter);
-      if (v.wait) wait = std::max(*v.wait, millis{0});
-      out.next_attempt_at = now + std::min(wait, s.rate_limit_cap);
+      if (before.free_attempts + 1 >= s.max_rate_limited) {
+        out.to = st::dead;
+        out.reason = "rate limited " + std::to_string(before.free_attempts + 1) +
+                     " times (max_rate_limited); last: " + v.reason;
+        return out;
+      }
+      out.next_attempt_at = now + rate_limit_delay(before.free_attempts + 1, v.wait, s, jitter);
       break;
     }
     case outcome_kind::retry:

@@ -3,7 +3,10 @@
 #include <re2/re2.h>
 
 #include <boost/url/parse.hpp>
+#include <algorithm>
+#include <cctype>
 #include <stdexcept>
+#include <vector>
 
 namespace resendd {
 
@@ -29,6 +32,104 @@ const route* route_table::match(std::string_view location) const {
   return nullptr;
 }
 
+namespace {
+
+// RFC 3986 §5.2.4 on an absolute path (Boost.URL 1.81 keeps ".." segments that climb above the
+// root: "/a/../../c" stays "/../c", and a server may read that as a path outside the route).
+std::string remove_dot_segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  bool trailing = false;
+  std::size_t i = path.empty() || path[0] != '/' ? 0 : 1;
+  while (i <= path.size()) {
+    const auto slash = path.find('/', i);
+    const auto end = slash == std::string_view::npos ? path.size() : slash;
+    const auto seg = path.substr(i, end - i);
+    const bool last = slash == std::string_view::npos;
+    if (seg == ".") {
+      trailing = last;
+    } else if (seg == "..") {
+      if (!out.empty()) out.pop_back();
+      trailing = last;
+    } else {
+      out.push_back(seg);
+      trailing = false;
+    }
+    if (last) break;
+    i = end + 1;
+  }
+  std::string r;
+  for (const auto seg : out) r.append("/").append(seg);
+  if (trailing || r.empty()) r += '/';
+  return r;
+}
+
+// Percent-encoding as RFC 3986 §6.2.2 normalizes it: unreserved characters decoded, other
+// triplets with upper-case hex. (Boost.URL 1.81's normalize() also decodes %2F in a path, which
+// changes the path's segments, so it is not used.)
+std::string normalize_percent(std::string_view s) {
+  const auto hex = [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
+                                                       : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10;
+  };
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%' || i + 2 >= s.size()) {  // the parser let only whole triplets through
+      out += s[i];
+      continue;
+    }
+    const char c = char(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += c;
+    } else {
+      out += '%';
+      out += char(std::toupper(static_cast<unsigned char>(s[i + 1])));
+      out += char(std::toupper(static_cast<unsigned char>(s[i + 2])));
+    }
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+normalized_location normalize_location(std::string_view location) {
+  normalized_location n;
+  auto u = boost::urls::parse_absolute_uri(location);
+  const auto fail = [&](const char* why) {
+    n.error = why;
+    return n;
+  };
+  if (!u || location.size() > 8192) return fail("location must be an absolute http(s) URL");
+  std::string scheme(u->scheme());
+  for (auto& ch : scheme) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  if ((scheme != "http" && scheme != "https") || u->encoded_host().empty())
+    return fail("location must be an absolute http(s) URL");
+  // The authority as written, up to the path: the parser reads "127.0.0.1%2f.x" as the address
+  // 127.0.0.1 and a path that does not start with "/", so the text is checked, not the parse.
+  const auto start = location.find("://");
+  if (start == std::string_view::npos) return fail("location must be an absolute http(s) URL");
+  const auto authority = location.substr(start + 3, location.find_first_of("/?#", start + 3) -
+                                                        std::min(location.size(), start + 3));
+  if (u->has_userinfo() || authority.find('@') != std::string_view::npos)
+    return fail("location must not carry user info (user:password@)");
+  for (const unsigned char c : authority)
+    if (c == '%' || c < 0x20 || c >= 0x7f)
+      return fail("location's host must be plain: no percent-encoding or control characters");
+  const std::string_view path = u->encoded_path();
+  if (!path.empty() && path.front() != '/')
+    return fail("location must be an absolute http(s) URL");
+  std::string host(u->encoded_host_and_port());
+  for (auto& ch : host) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  n.url = scheme + "://" + host + remove_dot_segments(normalize_percent(path));
+  if (u->has_query()) n.url += "?" + normalize_percent(u->encoded_query());
+  return n;
+}
+
+bool allows_method(const route_config& r, std::string_view method) {
+  return r.methods.empty() || std::find(r.methods.begin(), r.methods.end(), method) != r.methods.end();
+}
+
 std::string resource_key(const route_config& r, std::string_view location) {
   if (r.serialize_by.empty()) return "";
   auto u = boost::urls::parse_absolute_uri(location);
@@ -37,7 +138,7 @@ std::string resource_key(const route_config& r, std::string_view location) {
   if (r.serialize_by == "host") return origin;
   const std::string path(u->encoded_path());
   if (r.serialize_by == "bitable_table") {
-    static const RE2 bitable(R"(/open-apis/bitable/v1/apps/([^/]+)/tables/([^/]+)(/.*)?)");
+    static const RE2 bitable(R"(/open-apis/bitable/v1/apps/([^/?#]+)/tables/([^/?#]+)(/.*)?)");
     std::string app, table;
     if (RE2::FullMatch(path, bitable, &app, &table)) return "bitable:" + app + "/" + table;
   }

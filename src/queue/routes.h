@@ -35,6 +35,20 @@ class route_table {
   std::vector<std::unique_ptr<route>> routes_;
 };
 
+// The URL the client will send, which is what routes match: scheme and host lower-cased,
+// percent-encoding normalized (unreserved characters decoded), dot segments removed (RFC 3986
+// §5.2.4). `error` says why a location may not be sent at all: not an absolute http(s) URL, user
+// info, or a host with percent-encoding or control characters (`evil.com%00.example.com`,
+// `127.0.0.1%2f.example.com` name hosts other than the text shows).
+struct normalized_location {
+  std::string url;
+  std::string error;
+};
+normalized_location normalize_location(std::string_view location);
+
+// Whether the route lets `method` (upper case) through: an empty list allows every method.
+bool allows_method(const route_config& r, std::string_view method);
+
 // The serialization key of a location under a route's `serialize_by`, "" when none:
 // "host" -> "https://open.feishu.cn", "path" -> host + path,
 // "bitable_table" -> "bitable:{app_token}/{table_id}" (host + path if the path is not Bitable's).

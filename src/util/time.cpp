@@ -1,5 +1,6 @@
 #include "util/time.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
@@ -84,6 +85,43 @@ std::string format_duration(millis d) {
   for (auto u : {unit{86'400'000, "d"}, unit{3'600'000, "h"}, unit{60'000, "m"}, unit{1000, "s"}})
     if (ms % u.scale == 0) return std::to_string(ms / u.scale) + u.name;
   return std::to_string(ms) + "ms";
+}
+
+std::optional<sys_time> parse_http_date(std::string_view s) {
+  using namespace std::chrono;
+  // "Sun, 06 Nov 1994 08:49:37 GMT": fixed width.
+  static constexpr std::string_view wdays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr std::string_view months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  if (s.size() != 29 || s.substr(3, 2) != ", " || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' ||
+      s[19] != ':' || s[22] != ':' || s.substr(25) != " GMT")
+    return std::nullopt;
+  int wday = -1, mon = -1;
+  for (int i = 0; i < 7; ++i)
+    if (s.substr(0, 3) == wdays[i]) wday = i;
+  for (int i = 0; i < 12; ++i)
+    if (s.substr(8, 3) == months[i]) mon = i + 1;
+  int d, y, h, mi, se;
+  if (wday < 0 || mon < 0 || !read_int(s, 5, 2, d) || !read_int(s, 12, 4, y) ||
+      !read_int(s, 17, 2, h) || !read_int(s, 20, 2, mi) || !read_int(s, 23, 2, se))
+    return std::nullopt;
+  const year_month_day ymd{year{y}, month{unsigned(mon)}, day{unsigned(d)}};
+  if (!ymd.ok() || h > 23 || mi > 59 || se > 60) return std::nullopt;
+  const sys_days dd{ymd};
+  if (weekday{dd}.c_encoding() != unsigned(wday)) return std::nullopt;
+  return time_point_cast<millis>(dd + hours{h} + minutes{mi} + seconds{se});
+}
+
+std::optional<millis> parse_wait_hint(std::string_view s, bool allow_date, sys_time now) {
+  if (!s.empty() && s.size() <= 10 && s.find_first_not_of("0123456789") == std::string_view::npos) {
+    std::int64_t secs = 0;
+    std::from_chars(s.data(), s.data() + s.size(), secs);
+    return millis{secs * 1000};
+  }
+  if (!allow_date) return std::nullopt;
+  auto t = parse_http_date(s);
+  if (!t) return std::nullopt;
+  return std::max(millis{0}, *t - now);
 }
 
 }  // namespace resendd

@@ -42,6 +42,15 @@ class manual_clock final : public clock {
 std::string to_iso8601(sys_time t);
 std::optional<sys_time> from_iso8601(std::string_view text);
 
+// An HTTP-date (RFC 9110 §5.6.7) in its preferred form, "Sun, 06 Nov 1994 08:49:37 GMT";
+// nullopt for anything else (the obsolete forms included).
+std::optional<sys_time> parse_http_date(std::string_view text);
+
+// A destination's wait hint, parsed strictly: whole seconds ("120"), or with `allow_date` an
+// HTTP-date (Retry-After's other form), as the time from `now` (0 when past). Anything else,
+// "0.5", "-1", " 5", is nullopt: ignored.
+std::optional<millis> parse_wait_hint(std::string_view text, bool allow_date, sys_time now);
+
 // "500ms", "30s", "5m", "48h", "7d" (a single number with a unit; "0" alone is zero).
 std::optional<millis> parse_duration(std::string_view text);
 // The shortest exact rendering in those units: 90000ms -> "90s", 7200000ms -> "2h".

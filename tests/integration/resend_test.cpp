@@ -341,3 +341,45 @@ TEST(Resend, ExpectContinueIsAnswered) {
   rest.resize(s.read_some(asio::buffer(rest)));
   EXPECT_NE(rest.find("202 Accepted"), std::string::npos) << rest;
 }
+
+TEST(Resend, RetryAfterZeroWaitsTheBackoffAndJobsUnderOneLimitSpreadOut) {
+  temp_dir dir;
+  fake_server dest([](const received&) {
+    return fake_reply{429, "slow down", {{"Retry-After", "0"}}};
+  });
+  daemon_process d(dir, local_config("retry_base = \"2s\"\nretry_cap = \"1m\""));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 50; ++i) ids.push_back(job_id(post_resend(d, resend_body(dest.url("/x")))));
+  ASSERT_TRUE(d.wait_log_count(": rate_limited", 50)) << d.log();
+  // Every job waits at least the policy's first backoff (2 s), not 0 ...
+  const auto waits = sql_rows(
+      d.db_path(), "select " + sql_ms_between("j.next_attempt_at", "a.started_at") +
+                       " from jobs j join attempts a on a.job_id = j.id and a.n = 1");
+  ASSERT_EQ(waits.size(), 50u);
+  double lo = 1e18, hi = 0;
+  for (const auto& w : waits) {
+    EXPECT_GE(std::stod(w[0]), 2000.0);
+    lo = std::min(lo, std::stod(w[0]));
+    hi = std::max(hi, std::stod(w[0]));
+  }
+  // ... and they do not come back in the same second.
+  EXPECT_GT(hi - lo, 1000.0);
+  EXPECT_EQ(dest.count(), 50u);
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from attempts"), "50");
+}
+
+TEST(Resend, RateLimitedTriesOfOneJobAreCapped) {
+  temp_dir dir;
+  fake_server dest([](const received&) {
+    return fake_reply{429, "slow down", {{"Retry-After", "0"}}};
+  });
+  daemon_process d(dir, local_config("max_rate_limited = 3"));
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 3: dead")) << d.log();
+  const auto row = sql_rows(
+      d.db_path(), "select state, attempts, free_attempts, last_error from jobs where id = '" + id + "'");
+  EXPECT_EQ(row[0][0], "dead");
+  EXPECT_EQ(row[0][1], "0");
+  EXPECT_NE(row[0][3].find("rate limited 3 times (max_rate_limited)"), std::string::npos) << row[0][3];
+  EXPECT_EQ(dest.count(), 3u);
+}

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 using namespace resendd;
 using st = next_step::state;
 
@@ -59,12 +61,43 @@ TEST(RetryPolicy, RateLimitsCostNoAttemptAndHonourTheHint) {
       next_retry(v(outcome_kind::rate_limited, millis{30'000}), {4, 0, 0, t0}, t0, s, false, 0);
   EXPECT_EQ(n.to, st::queued);
   EXPECT_FALSE(n.counted);
-  EXPECT_EQ(n.next_attempt_at, t0 + millis{30'000});
+  EXPECT_EQ(n.next_attempt_at, t0 + millis{30'000});  // jitter 0: the hint itself
   auto capped =
       next_retry(v(outcome_kind::rate_limited, millis{86'400'000}), {0, 0, 0, t0}, t0, s, false, 0);
   EXPECT_EQ(capped.next_attempt_at, t0 + s.rate_limit_cap);
   auto no_hint = next_retry(v(outcome_kind::rate_limited), {0, 3, 0, t0}, t0, s, false, 0);
-  EXPECT_GE(no_hint.next_attempt_at, t0 + millis{4000});
+  EXPECT_GE(no_hint.next_attempt_at, t0 + millis{8000});
+}
+
+TEST(RetryPolicy, AHintOnlyBoundsTheRateLimitBackoffFromBelow) {
+  const auto s = settings();
+  // "Retry-After: 0" waits the backoff the policy would choose, growing with each rate-limited
+  // try of the job (base 1 s, cap 8 s here), never 0.
+  for (int before = 0; before < 6; ++before)
+    for (std::uint64_t j : {0ull, 777ull, ~0ull}) {
+      const auto n = next_retry(v(outcome_kind::rate_limited, millis{0}), {0, before, 0, t0}, t0, s,
+                                false, j);
+      const millis d{std::min<std::int64_t>(8000, 1000LL << before)};
+      EXPECT_GE(n.next_attempt_at - t0, d) << before;
+      EXPECT_LE(n.next_attempt_at - t0, 2 * d) << before;
+    }
+  // A hint longer than the backoff wins; jitter spreads the jobs it stopped.
+  std::set<std::int64_t> seconds;
+  for (std::uint64_t j = 0; j < 50; ++j) {
+    const auto n = next_retry(v(outcome_kind::rate_limited, millis{1000}), {0, 0, 0, t0}, t0, s,
+                              false, j * 0x9E3779B97F4A7C15ull);
+    seconds.insert((n.next_attempt_at - t0).count() / 100);
+  }
+  EXPECT_GT(seconds.size(), 3u);  // 50 jobs under one 1 s limit land in several 100 ms slots
+}
+
+TEST(RetryPolicy, RateLimitedTriesAreCapped) {
+  auto s = settings();
+  s.max_rate_limited = 3;
+  EXPECT_EQ(next_retry(v(outcome_kind::rate_limited), {0, 1, 0, t0}, t0, s, false, 0).to, st::queued);
+  const auto n = next_retry(v(outcome_kind::rate_limited), {0, 2, 0, t0}, t0, s, false, 0);
+  EXPECT_EQ(n.to, st::dead);
+  EXPECT_NE(n.reason.find("max_rate_limited"), std::string::npos);
 }
 
 TEST(RetryPolicy, MaxAgeEndsEverything) {

@@ -65,3 +65,38 @@ TEST(Routes, ClientTokenLocations) {
   EXPECT_FALSE(takes_client_token(
       "https://open.feishu.cn/open-apis/bitable/v1/apps/a/tables/b/records/batch_update"));
 }
+
+TEST(Routes, LocationsAreNormalizedToWhatTheClientSends) {
+  const auto norm = [](const char* l) {
+    auto n = normalize_location(l);
+    return n.error.empty() ? n.url : "error: " + n.error;
+  };
+  EXPECT_EQ(norm("HTTPS://Open.Feishu.CN/open-apis/./x/../y/%7e%41?a=%41"),
+            "https://open.feishu.cn/open-apis/y/~A?a=A");
+  EXPECT_EQ(norm("https://h/a/b/../../../../c"), "https://h/c");  // never above the root
+  EXPECT_EQ(norm("https://h/a/%2e%2E/b/.."), "https://h/");
+  EXPECT_EQ(norm("https://h/a/%2e%2E/b/./"), "https://h/b/");
+  EXPECT_EQ(norm("https://h"), "https://h/");
+  EXPECT_EQ(norm("https://h/a%2Fb"), "https://h/a%2Fb");  // an encoded slash stays encoded
+  EXPECT_EQ(norm("https://h//a"), "https://h//a");
+  // Hosts that would name another host than the text shows, and user info, are refused.
+  EXPECT_NE(norm("http://evil.com%00.example.com/").find("error: location's host"), std::string::npos);
+  EXPECT_NE(norm("http://127.0.0.1%2f.example.com/").find("error: location's host"),
+            std::string::npos);
+  EXPECT_NE(norm("https://open.feishu.cn@evil.example/").find("user info"), std::string::npos);
+  EXPECT_NE(norm("ftp://h/").find("error"), std::string::npos);
+  EXPECT_NE(norm("https://h/#frag").find("error"), std::string::npos);
+  EXPECT_NE(norm("https://h/a b").find("error"), std::string::npos);
+}
+
+TEST(Routes, MethodsDefaultToPostOnTheBuiltInRouteAndAllOnAWrittenOne) {
+  const config builtin;
+  EXPECT_TRUE(allows_method(builtin.routes[0], "POST"));
+  EXPECT_FALSE(allows_method(builtin.routes[0], "DELETE"));
+  route_config written;
+  written.methods.clear();
+  EXPECT_TRUE(allows_method(written, "DELETE"));
+  written.methods = {"GET", "PUT"};
+  EXPECT_TRUE(allows_method(written, "PUT"));
+  EXPECT_FALSE(allows_method(written, "POST"));
+}

@@ -46,3 +46,21 @@ TEST(Time, ManualClockMovesOnlyWhenTold) {
   c.advance(millis{500});
   EXPECT_EQ(c.now(), sys_time{millis{1500}});
 }
+
+TEST(Time, WaitHintsAreParsedStrictly) {
+  const sys_time now = *from_iso8601("1994-11-06T08:49:00.000Z");
+  EXPECT_EQ(parse_wait_hint("0", true, now), millis{0});
+  EXPECT_EQ(parse_wait_hint("120", false, now), millis{120'000});
+  for (const char* bad : {"0.5", "-1", " 5", "5 ", "+5", "5s", "", "12345678901", "1e3"})
+    EXPECT_FALSE(parse_wait_hint(bad, true, now)) << bad;
+  // Retry-After's HTTP-date form, only where allowed, and only the preferred format.
+  EXPECT_EQ(parse_wait_hint("Sun, 06 Nov 1994 08:49:37 GMT", true, now), millis{37'000});
+  EXPECT_FALSE(parse_wait_hint("Sun, 06 Nov 1994 08:49:37 GMT", false, now));
+  EXPECT_EQ(parse_wait_hint("Sun, 06 Nov 1994 08:48:00 GMT", true, now), millis{0});  // past
+  EXPECT_FALSE(parse_wait_hint("Mon, 06 Nov 1994 08:49:37 GMT", true, now));  // wrong weekday
+  EXPECT_FALSE(parse_wait_hint("Sunday, 06-Nov-94 08:49:37 GMT", true, now));
+  EXPECT_FALSE(parse_wait_hint("Sun Nov  6 08:49:37 1994", true, now));
+  EXPECT_FALSE(parse_wait_hint("Sun, 31 Nov 1994 08:49:37 GMT", true, now));
+  EXPECT_FALSE(parse_wait_hint("Sun, 06 Nov 1994 24:49:37 GMT", true, now));
+  EXPECT_FALSE(parse_wait_hint("Sun, 06 Nov 1994 08:49:37 UTC", true, now));
+}
