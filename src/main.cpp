@@ -52,7 +52,8 @@ config load(const cli_state& s) {
 }
 
 int print_json(const nlohmann::json& j) {
-  std::cout << j.dump(2) << "\n";
+  // Stored text from before UTF-8 was enforced prints with U+FFFD, never an exception.
+  std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   return 0;
 }
 

@@ -28,7 +28,8 @@ using tcp = asio::ip::tcp;
 outgoing_response json_error(int status, std::string_view code, std::string_view message) {
   outgoing_response r;
   r.status = status;
-  r.body = nlohmann::json{{"error", message}, {"code", code}}.dump();
+  r.body = nlohmann::json{{"error", message}, {"code", code}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
   return r;
 }
 

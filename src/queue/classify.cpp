@@ -3,6 +3,8 @@
 #include <array>
 #include <nlohmann/json.hpp>
 
+#include "util/utf8.h"
+
 namespace resendd {
 
 std::string_view to_string(outcome_kind k) {
@@ -96,7 +98,7 @@ verdict by_feishu_code(const attempt_result& r) {
   const auto code = body["code"].get<std::int64_t>();
   std::string msg =
       body.contains("msg") && body["msg"].is_string() ? body["msg"].get<std::string>() : "";
-  if (msg.size() > 200) msg.resize(200);
+  msg.resize(utf8_prefix(msg, 200).size());  // never inside a character
   const std::string what = "feishu " + std::to_string(code) + (msg.empty() ? "" : ": " + msg);
   if (code == 0) return {outcome_kind::succeeded, code, what};
   for (const auto& rule : feishu_rules)

@@ -11,6 +11,7 @@
 #include "queue/json_path.h"
 #include "queue/routes.h"
 #include "util/random.h"
+#include "util/utf8.h"
 
 namespace resendd {
 namespace {
@@ -44,9 +45,9 @@ std::optional<intake_error> check_headers(const json& req) {
   if (h.size() > 100) return bad("bad_headers", "more than 100 headers");
   for (const auto& [name, value] : h.items()) {
     if (!value.is_string())
-      return bad("bad_headers", "header " + name.substr(0, 100) + " must be a string");
+      return bad("bad_headers", "header " + std::string(utf8_prefix(name, 100)) + " must be a string");
     if (!is_token(name))
-      return bad("bad_headers", "header name \"" + name.substr(0, 100) + "\" is not valid");
+      return bad("bad_headers", "header name \"" + std::string(utf8_prefix(name, 100)) + "\" is not valid");
     if (!is_header_value(value.get_ref<const std::string&>()))
       return bad("bad_headers", "header " + name + " has a control character or is too long");
   }
@@ -60,7 +61,7 @@ std::variant<std::vector<std::string>, intake_error> read_commands(const json& r
   if (!c.is_object()) return bad("bad_commands", "commands must be an object");
   for (const auto& [name, value] : c.items()) {
     if (name != "json_parse")
-      return bad("bad_commands", "unknown command \"" + name.substr(0, 100) + "\"");
+      return bad("bad_commands", "unknown command \"" + std::string(utf8_prefix(name, 100)) + "\"");
     if (value.is_null()) continue;
     if (!value.is_array())
       return bad("bad_commands", "commands.json_parse must be a list of strings");
@@ -134,8 +135,10 @@ std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
   // Checked by applying them: delivery applies them again to the stored text, so `req` (read
   // above and not needed below) may be changed here; no copy of it is made.
   if (auto err = apply_json_parse(req, paths)) return bad("bad_path", *err);
-  if (idempotency_key.size() > 256 || !is_header_value(idempotency_key))
-    return bad("bad_idempotency_key", "Idempotency-Key must be at most 256 printable characters");
+  if (idempotency_key.size() > 256 || !is_header_value(idempotency_key) ||
+      !valid_utf8(idempotency_key))
+    return bad("bad_idempotency_key",
+               "Idempotency-Key must be at most 256 bytes of printable UTF-8 text");
 
   const route* r = routes.match(location);
   if (!r) return intake_error{403, "no_route", "location matches no configured route"};

@@ -1,5 +1,7 @@
 #include "queue/json_path.h"
 
+#include "util/utf8.h"
+
 #include <charconv>
 #include <nlohmann/json.hpp>
 
@@ -36,7 +38,7 @@ std::string describe(const json_path::step& st) {
 
 std::optional<json_path> parse_json_path(std::string_view s, std::string* error) {
   const auto fail = [&](std::string why) -> std::optional<json_path> {
-    if (error) *error = "bad path \"" + std::string(s.substr(0, 200)) + "\": " + why;
+    if (error) *error = "bad path \"" + std::string(utf8_prefix(s, 200)) + "\": " + why;
     return std::nullopt;
   };
   if (s.empty() || s[0] != '$') return fail("must start with $");
@@ -76,7 +78,8 @@ std::optional<json_path> parse_json_path(std::string_view s, std::string* error)
       if (i >= s.size() || s[i] != ']') return fail("expected ] at offset " + std::to_string(i));
       ++i;
     } else {
-      return fail("unexpected '" + std::string(1, s[i]) + "' at offset " + std::to_string(i));
+      return fail("unexpected '" + std::string(utf8_char_at(s, i)) + "' at offset " +
+                  std::to_string(i));
     }
   }
   return p;

@@ -55,6 +55,7 @@ bool is_secret_header(std::string_view name) {
 #include <nlohmann/json.hpp>
 
 #include "util/json_depth.h"
+#include "util/utf8.h"
 
 namespace resendd {
 namespace {
@@ -80,6 +81,14 @@ void mask_values(nlohmann::json& j) {
 }  // namespace
 
 std::string mask_response(std::string_view text, std::size_t max_bytes) {
+  // Bytes that are not text are kept as base64 behind a marker, so that every reader (the API,
+  // the CLI, sqlite3, PostgreSQL's text columns) can take them.
+  if (!valid_utf8(text)) {
+    const std::size_t keep = max_bytes / 4 * 3;
+    std::string out = std::string(binary_marker) + base64_encode(text.substr(0, keep));
+    if (text.size() > keep) out += "…(truncated)";
+    return out;
+  }
   std::string out(text);
   if (json_depth_within(text)) {
     auto j = nlohmann::json::parse(text, nullptr, false);
@@ -89,7 +98,7 @@ std::string mask_response(std::string_view text, std::size_t max_bytes) {
     }
   }
   if (out.size() > max_bytes) {
-    out.resize(max_bytes);
+    out.resize(utf8_prefix(out, max_bytes).size());  // never inside a character
     out += "…(truncated)";
   }
   return out;

@@ -14,6 +14,9 @@ bool valid_utf8(std::string_view s);
 // At most `max_bytes` of `s`, never ending inside a character.
 std::string_view utf8_prefix(std::string_view s, std::size_t max_bytes);
 
+// The whole character that starts at byte `i` (one byte when it is not well-formed there).
+std::string_view utf8_char_at(std::string_view s, std::size_t i);
+
 // What a stored response body is shown as when it is not UTF-8: this marker, then base64.
 inline constexpr std::string_view binary_marker = "(not UTF-8, base64) ";
 std::string base64_encode(std::string_view bytes);

@@ -383,3 +383,59 @@ TEST(Resend, RateLimitedTriesOfOneJobAreCapped) {
   EXPECT_NE(row[0][3].find("rate limited 3 times (max_rate_limited)"), std::string::npos) << row[0][3];
   EXPECT_EQ(dest.count(), 3u);
 }
+
+// Messages that quote input are cut on character boundaries and escaped: every 400 is valid JSON.
+TEST(Resend, ErrorsQuotingInputAreValidUtf8Json) {
+  temp_dir dir;
+  daemon_process d(dir, local_config());
+  const std::string loc = "http://127.0.0.1:9/x";
+  const std::string long_name = std::string(99, 'a') + "金额";  // byte 100 is inside 金
+  const std::vector<std::string> bodies = {
+      // a header name cut at 100 bytes (not a token), a header value that is not a string
+      json{{"location", loc}, {"headers", {{long_name, "v"}}}}.dump(),
+      json{{"location", loc}, {"headers", {{long_name, 1}}}}.dump(),
+      // an unknown command's name cut at 100 bytes
+      json{{"location", loc}, {"commands", {{long_name, json::array()}}}}.dump(),
+      // a json_parse path cut at 200 bytes, and the character after ']' quoted
+      json{{"location", loc},
+           {"commands", {{"json_parse", {"$.x" + std::string(196, 'b') + "金额["}}}}}
+          .dump(),
+      json{{"location", loc}, {"commands", {{"json_parse", {"$['a']金"}}}}}.dump(),
+  };
+  for (const auto& body : bodies) {
+    const auto a = http_call(d.port(), "POST", "/resend", body);
+    EXPECT_EQ(a.status, 400) << body;
+    const auto j = json::parse(a.body, nullptr, false);  // strict: invalid UTF-8 is discarded
+    ASSERT_FALSE(j.is_discarded()) << a.body;
+    EXPECT_TRUE(j.contains("error") && j.contains("code")) << a.body;
+    // Cut on a boundary: no half character was replaced by U+FFFD.
+    EXPECT_EQ(a.body.find("\xef\xbf\xbd"), std::string::npos) << a.body;
+  }
+  // The character after ']' is quoted whole.
+  const auto a = http_call(d.port(), "POST", "/resend", bodies.back());
+  EXPECT_NE(a.body.find("unexpected '金'"), std::string::npos) << a.body;
+  // An Idempotency-Key that is not UTF-8 is refused, and nothing is queued.
+  const auto k = post_resend(d, resend_body(loc), {{"Idempotency-Key", "key-\xff\xfe"}});
+  EXPECT_EQ(k.status, 400) << k.body;
+  EXPECT_NE(k.body.find("bad_idempotency_key"), std::string::npos) << k.body;
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "0");
+}
+
+TEST(Cli, BinaryResponsesAreStoredAsBase64AndEveryReaderWorks) {
+  temp_dir dir;
+  fake_server dest([](const received&) { return fake_reply{400, std::string("\xff\xd8\xff\xe0\x00JFIF", 9)}; });
+  daemon_process d(dir, local_config());
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
+  const auto stored = sql_value(d.db_path(), "select last_response from jobs where id = '" + id + "'");
+  EXPECT_EQ(stored, "(not UTF-8, base64) /9j/4ABKRklG");
+  auto r = run_resendd(dir, {"jobs", "list"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find(id), std::string::npos) << r.output;
+  r = run_resendd(dir, {"jobs", "show", id});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("/9j/4ABKRklG"), std::string::npos) << r.output;
+  const auto api = http_call(d.port(), "GET", "/jobs/" + id);
+  EXPECT_EQ(api.status, 200);
+  EXPECT_FALSE(json::parse(api.body, nullptr, false).is_discarded()) << api.body;
+}
