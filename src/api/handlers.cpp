@@ -90,6 +90,14 @@ asio::awaitable<outgoing_response> api::handle(incoming_request req) {
   if (path == "/metrics" && m == "GET") co_return metrics();
   if (path == "/token") {
     if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
+    // Anyone who knows the app id (it is the JWT's iss) could mint tokens: beyond loopback the
+    // caller needs an api_tokens Bearer too, unless token_public says otherwise (the seed's way).
+    if (s_.public_listener && !s_.cfg.server.token_public && !authorized(req)) {
+      spdlog::info("http: POST /token refused: bad or missing bearer token on a public listener");
+      outgoing_response r = json_error(401, "unauthorized", "a valid Bearer token is required");
+      r.headers.emplace_back("WWW-Authenticate", "Bearer");
+      co_return r;
+    }
     if (!s_.tokens || !s_.tokens->coze_configured())
       co_return json_error(503, "not_configured", "the token module is not configured");
     co_return co_await token(req);

@@ -177,7 +177,8 @@ int run_daemon(const config& cfg, const clock& clk) {
   token_service tokens(cfg, client, clk);
   dispatcher dispatch(io, store, routes, client, clk, cfg, &tokens);
   queue_service queue(store, &dispatch, clk, queue_timeouts{cfg.store.commit_timeout});
-  api handlers({cfg, queue, routes, dispatch, clk, &tokens});
+  const bool public_listener = !asio::ip::make_address(host).is_loopback();
+  api handlers({cfg, queue, routes, dispatch, clk, &tokens, public_listener});
   server_options sopts{host,
                        port,
                        cfg.server.max_body_bytes,

@@ -201,6 +201,7 @@ void read_document(const toml::value& root, config& c, problems& errs) {
     t.string("listen", c.server.listen);
     t.string_list("api_tokens", c.server.api_tokens);
     t.boolean("allow_unauthenticated_public", c.server.allow_unauthenticated_public);
+    t.boolean("token_public", c.server.token_public);
     t.integer("max_body_bytes", c.server.max_body_bytes, 1024, 64 << 20);
     t.integer("max_connections", c.server.max_connections, 1, 100000);
     t.integer("max_connections_per_client", c.server.max_connections_per_client, 1, 100000);
@@ -445,7 +446,8 @@ std::string render_config(const config& c) {
   for (std::size_t i = 0; i < c.server.api_tokens.size(); ++i)
     o << (i ? ", " : "") << quote(mask_secret(c.server.api_tokens[i]));
   o << "]\nallow_unauthenticated_public = " << std::boolalpha
-    << c.server.allow_unauthenticated_public << "\nmax_body_bytes = " << c.server.max_body_bytes
+    << c.server.allow_unauthenticated_public << "\ntoken_public = " << c.server.token_public
+    << "\nmax_body_bytes = " << c.server.max_body_bytes
     << "\nmax_connections = " << c.server.max_connections
     << "\nmax_connections_per_client = " << c.server.max_connections_per_client
     << "\nread_timeout = " << quote(format_duration(c.server.read_timeout)) << "\n\n";

@@ -12,6 +12,7 @@ std::string_view to_string(outcome_kind k) {
     case outcome_kind::succeeded:
       return "succeeded";
     case outcome_kind::retry:
+    case outcome_kind::not_sent:
       return "retry";
     case outcome_kind::rate_limited:
       return "rate_limited";

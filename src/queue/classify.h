@@ -17,6 +17,9 @@ enum class outcome_kind {
   rate_limited,         // try again after the advertised wait or backoff; costs no attempt
   refresh_credentials,  // the access token was refused: mint a fresh one and retry at once
   dead,                 // permanent: no further try will succeed
+  // Nothing was sent (the route's credentials could not be minted): costs no attempt, backs
+  // off. Stored and logged as "retry" (the schema's outcome list; it is one).
+  not_sent,
 };
 std::string_view to_string(outcome_kind k);
 

@@ -223,10 +223,10 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     if (!r->cfg.credentials.empty()) {
       if (!credentials)
         co_return verdict{
-            outcome_kind::retry, {}, "credentials \"" + r->cfg.credentials + "\" not configured"};
+            outcome_kind::not_sent, {}, "credentials \"" + r->cfg.credentials + "\" not configured"};
       auto b = co_await credentials->bearer(r->cfg.credentials);
       if (b.token.empty())
-        co_return verdict{outcome_kind::retry, {}, "minting credentials: " + b.error};
+        co_return verdict{outcome_kind::not_sent, {}, "minting credentials: " + b.error};
       std::erase_if(out.headers, [](const auto& h) {
         return h.first.size() == 13 && strncasecmp(h.first.c_str(), "authorization", 13) == 0;
       });

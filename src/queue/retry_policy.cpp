@@ -63,6 +63,10 @@ next_step next_retry(const verdict& v, const job_progress& before, sys_time now,
       out.next_attempt_at = now + rate_limit_delay(before.free_attempts + 1, v.wait, s, jitter);
       break;
     }
+    case outcome_kind::not_sent:
+      out.counted = false;
+      out.next_attempt_at = now + backoff_delay(before.free_attempts + 1, s, jitter);
+      break;
     case outcome_kind::retry:
       if (before.attempts + 1 >= s.max_attempts) {
         out.to = st::dead;

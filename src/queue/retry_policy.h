@@ -10,6 +10,8 @@
 //   grows with the job's rate-limited tries as the backoff does, and a hint from the destination
 //   (Retry-After, x-ogw-ratelimit-reset; capped at rate_limit_cap) only bounds it from below
 //   (rate_limit_delay). "Retry-After: 0" therefore never makes a hot loop.
+// not_sent (credentials could not be minted): costs no attempt; backs off on the job's free
+//   tries; only max_age ends it.
 // refresh_credentials: retry at once without using an attempt when the route can mint a fresh
 //   token and the job has refreshed fewer than max_auth_refreshes times; otherwise dead.
 // The job is dead when the verdict is permanent, when max_attempts counted tries are used up,

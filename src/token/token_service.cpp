@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/url/parse.hpp>
 
 #include "http/client.h"
@@ -21,6 +22,11 @@ constexpr millis exchange_timeout{15'000};
 millis refresh_margin(const token_grant& g) {
   return std::max(millis{60'000}, (g.expires_at - g.obtained_at) / 10);
 }
+
+// A token with less left than this is not handed out: it could expire on its way.
+constexpr millis min_left{30'000};
+constexpr millis refresh_backoff_first{1'000};
+constexpr millis refresh_backoff_cap{60'000};
 
 token_grant failure(int status, std::string error, json body = nullptr) {
   token_grant g;
@@ -72,16 +78,26 @@ std::uint64_t token_service::exchanges() const {
 // an argument twice (a double free seen under ASan), so callers pass named values.
 token_service::lookup token_service::begin(const std::string& key) {
   std::lock_guard lock(mutex_);
+  const auto now = clk_.now();
+  std::optional<token_grant> fallback;
   if (auto it = cache_.find(key); it != cache_.end()) {
-    if (it->second.expires_at - clk_.now() >= refresh_margin(it->second))
-      return {it->second, nullptr, false};
-    cache_.erase(it);
+    const auto& c = it->second;
+    const auto left = c.grant.expires_at - now;
+    if (left >= refresh_margin(c.grant)) return {c.grant, nullptr, false};
+    if (left < min_left) {
+      cache_.erase(it);
+    } else {
+      // Due for refresh but still good: it serves while someone refreshes, or while a failed
+      // refresh is backed off; the caller who finds it due and idle refreshes it.
+      if (flights_.count(key) || now < c.next_refresh) return {c.grant, nullptr, false};
+      fallback = c.grant;
+    }
   }
   auto& slot = flights_[key];
   if (slot) return {std::nullopt, slot, false};
   slot = std::make_shared<flight>();
   ++exchanges_;
-  return {std::nullopt, slot, true};
+  return {std::nullopt, slot, true, std::move(fallback)};
 }
 
 void token_service::complete(const std::string& key, const std::shared_ptr<flight>& f,
@@ -89,7 +105,14 @@ void token_service::complete(const std::string& key, const std::shared_ptr<fligh
   std::vector<std::function<void(token_grant)>> waiters;
   {
     std::lock_guard lock(mutex_);
-    if (g.status == 0) cache_[key] = g;  // errors are never cached
+    if (g.status == 0) {
+      cache_[key] = cached{g, {}, millis{0}};  // errors are never cached ...
+    } else if (auto it = cache_.find(key); it != cache_.end()) {
+      // ... but a token with time left stays, and its refresh waits a while before trying again.
+      auto& c = it->second;
+      c.backoff = std::clamp(c.backoff * 2, refresh_backoff_first, refresh_backoff_cap);
+      c.next_refresh = clk_.now() + c.backoff;
+    }
     f->done = true;
     f->result = g;
     waiters.swap(f->waiters);
@@ -117,13 +140,25 @@ asio::awaitable<token_grant> token_service::coze_token(std::string kid, int dura
   auto l = begin(key);
   if (l.hit) co_return *l.hit;
   if (!l.leader) co_return co_await join(l.exchange);
+  auto exchange = [this, &kid, duration_seconds] { return exchange_coze(kid, duration_seconds); };
+  co_return co_await lead(key, l, exchange);
+}
+
+template <class Exchange>
+asio::awaitable<token_grant> token_service::lead(const std::string& key, lookup& l,
+                                                 Exchange& exchange) {
   token_grant g;
   try {
-    g = co_await exchange_coze(kid, duration_seconds);
+    g = co_await exchange();
   } catch (const std::exception& e) {  // the waiters must hear an answer whatever happens
     g = failure(500, std::string("token exchange failed: ") + e.what());
   }
   complete(key, l.exchange, g);
+  if (g.status != 0 && l.fallback) {
+    spdlog::warn("token refresh failed ({}); the cached token serves until {}", g.error,
+                 to_iso8601(l.fallback->expires_at));
+    co_return *l.fallback;
+  }
   co_return g;
 }
 
@@ -132,14 +167,8 @@ asio::awaitable<token_grant> token_service::feishu_tenant_token() {
   auto l = begin(key);
   if (l.hit) co_return *l.hit;
   if (!l.leader) co_return co_await join(l.exchange);
-  token_grant g;
-  try {
-    g = co_await exchange_feishu();
-  } catch (const std::exception& e) {  // the waiters must hear an answer whatever happens
-    g = failure(500, std::string("token exchange failed: ") + e.what());
-  }
-  complete(key, l.exchange, g);
-  co_return g;
+  auto exchange = [this] { return exchange_feishu(); };
+  co_return co_await lead(key, l, exchange);
 }
 
 asio::awaitable<token_grant> token_service::exchange_coze(std::string kid, int duration_seconds) {
@@ -228,7 +257,7 @@ void token_service::invalidate(std::string_view kind, const std::string& token) 
   std::lock_guard lock(mutex_);
   const std::string prefix = kind == "coze" ? "coze\n" : "feishu\n";
   std::erase_if(cache_, [&](const auto& kv) {
-    return kv.first.starts_with(prefix) && kv.second.token == token;
+    return kv.first.starts_with(prefix) && kv.second.grant.token == token;
   });
   spdlog::info("{}: a token was refused by the destination; the next attempt mints a new one",
                kind);

@@ -4,7 +4,10 @@
 //
 // Duties: serve POST /token (seed-compatible); hand fresh bearer tokens to routes with
 // `credentials = "coze"` or "feishu_tenant"; never cache an error; never log a token or key.
-// A cached token is reused while it has at least max(60 s, 10 % of its lifetime) left.
+// A cached token is reused while it has at least max(60 s, 10 % of its lifetime) left; then the
+// next caller refreshes it, and the old token keeps serving (everyone else, and that caller if
+// the refresh fails) until its successor arrives or it has less than 30 s left. A failed refresh
+// is backed off (1 s doubling to 60 s) while the old token serves.
 // Thread-safe: the cache is guarded by a mutex; concurrent requests for one key share one
 // exchange (the first caller runs it, the others wait for its result).
 #include <map>
@@ -61,7 +64,17 @@ class token_service final : public credential_source {
     std::optional<token_grant> hit;
     std::shared_ptr<flight> exchange;
     bool leader = false;
+    std::optional<token_grant> fallback;  // the leader's old token, still usable
   };
+  struct cached {
+    token_grant grant;
+    sys_time next_refresh{};  // after a failed refresh: not before this
+    millis backoff{0};
+  };
+  // Runs the exchange as the leader and completes the flight; the old token if it failed.
+  template <class Exchange>
+  // (By reference: GCC 12 may destroy a by-value coroutine argument twice.)
+  boost::asio::awaitable<token_grant> lead(const std::string& key, lookup& l, Exchange& exchange);
   lookup begin(const std::string& key);
   void complete(const std::string& key, const std::shared_ptr<flight>& f, const token_grant& g);
   boost::asio::awaitable<token_grant> join(std::shared_ptr<flight> f);
@@ -73,7 +86,7 @@ class token_service final : public credential_source {
   const clock& clk_;
   std::optional<rsa_private_key> key_;
   mutable std::mutex mutex_;
-  std::map<std::string, token_grant> cache_;
+  std::map<std::string, cached> cache_;
   std::map<std::string, std::shared_ptr<flight>> flights_;
   std::uint64_t exchanges_ = 0;
 };

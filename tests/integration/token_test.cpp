@@ -64,6 +64,30 @@ TEST(Token, ConcurrentCallsShareOneExchange) {
   EXPECT_EQ(d.log().find("czs_token_1"), std::string::npos);  // tokens never logged
 }
 
+TEST(Token, OnAPublicListenerTokenNeedsABearerUnlessTokenPublic) {
+  temp_dir dir;
+  const auto keys = make_rsa_pair(dir);
+  fake_coze coze(keys.public_pem, kid, app_id);
+  // Listening on every address (reached here over loopback) counts as public.
+  auto cfg = token_config(coze.url());
+  cfg.replace(cfg.find("127.0.0.1:0"), 11, "0.0.0.0:0");
+  cfg.replace(cfg.find("[coze]"), 6, "api_tokens = [\"api-token-0123456789\"]\n[coze]");
+  {
+    daemon_process d(dir, cfg, {{"JWT_PRIVATE_KEY", keys.private_pem}});
+    auto a = http_call(d.port(), "POST", "/token", token_request().dump());
+    EXPECT_EQ(a.status, 401) << a.body;
+    EXPECT_EQ(coze.exchanges(), 0);
+    a = http_call(d.port(), "POST", "/token", token_request().dump(),
+                  {{"Authorization", "Bearer api-token-0123456789"}});
+    EXPECT_EQ(a.status, 200) << a.body;
+  }
+  temp_dir dir2;
+  cfg.replace(cfg.find("api_tokens"), 10, "token_public = true\napi_tokens");
+  daemon_process d(dir2, cfg, {{"JWT_PRIVATE_KEY", keys.private_pem}});
+  const auto a = http_call(d.port(), "POST", "/token", token_request().dump());
+  EXPECT_EQ(a.status, 200) << a.body;  // the seed's open /token, asked for
+}
+
 TEST(Token, BadRequestsAndCozeErrors) {
   temp_dir dir;
   const auto keys = make_rsa_pair(dir);
@@ -124,6 +148,58 @@ TEST(Token, CacheRefreshesNearExpiryOnTheManualClock) {
   coze.set_now(real_now + 820);
   EXPECT_EQ(get().token, "czs_token_2");
   EXPECT_EQ(coze.exchanges(), 2);
+}
+
+TEST(Token, AFailedRefreshKeepsServingTheCachedTokenAndBacksOff) {
+  temp_dir dir;
+  const auto keys = make_rsa_pair(dir);
+  fake_coze coze(keys.public_pem, kid, app_id);
+  const auto real_now = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+  coze.set_now(real_now);
+  config cfg;
+  cfg.coze.app_id = app_id;
+  cfg.coze.token_url = coze.url();
+  cfg.coze.private_key_pem = keys.private_pem;
+  manual_clock clk(sys_time{std::chrono::seconds{real_now}});
+  boost::asio::io_context io;
+  http_client client(io.get_executor(), client_options{});
+  token_service tokens(cfg, client, clk);
+  auto get = [&] {
+    auto f = boost::asio::co_spawn(io, tokens.coze_token(kid, 900), boost::asio::use_future);
+    io.restart();
+    io.run();
+    return f.get();
+  };
+  const auto at = [&](std::int64_t s) {
+    clk.set(sys_time{std::chrono::seconds{real_now + s}});
+    coze.set_now(real_now + s);
+  };
+  EXPECT_EQ(get().token, "czs_token_1");
+  at(820);  // 80 s left: due for refresh, still good
+  coze.refuse(true);
+  auto g = get();
+  EXPECT_EQ(g.status, 0) << g.error;
+  EXPECT_EQ(g.token, "czs_token_1");  // the refresh failed: the old token serves
+  EXPECT_EQ(tokens.exchanges(), 2u);
+  EXPECT_EQ(get().token, "czs_token_1");
+  EXPECT_EQ(tokens.exchanges(), 2u);  // backed off: no exchange within the next second
+  at(822);
+  EXPECT_EQ(get().token, "czs_token_1");
+  EXPECT_EQ(tokens.exchanges(), 3u);  // tried again, failed again: backoff 2 s now
+  at(823);
+  EXPECT_EQ(get().token, "czs_token_1");
+  EXPECT_EQ(tokens.exchanges(), 3u);
+  coze.refuse(false);
+  at(825);
+  EXPECT_EQ(get().token, "czs_token_2");  // replaced once its successor arrived
+  // A token with less than 30 s left is not handed out: a failed exchange is an error then.
+  coze.refuse(true);
+  at(825 + 900 - 20);
+  g = get();
+  EXPECT_NE(g.status, 0);
+  EXPECT_TRUE(g.token.empty());
 }
 
 TEST(Token, CliMintsAndExchanges) {
@@ -188,6 +264,43 @@ TEST(Credentials, StaleStoredTokenIsReplacedByAMintedTenantToken) {
   const auto log = d.log();
   EXPECT_EQ(log.find("app-secret-value-0001"), std::string::npos);
   EXPECT_EQ(log.find("t-minted-2"), std::string::npos);
+}
+
+TEST(Credentials, AFailedMintCostsNoAttemptAndTheJobWaits) {
+  temp_dir dir;
+  std::atomic<int> asked{0};
+  fake_server tenant([&](const received&) {
+    // The token endpoint fails twice (an outage), then mints.
+    if (++asked <= 2) return fake_reply{503, "down"};
+    return fake_reply{
+        200,
+        json{{"code", 0}, {"msg", "ok"}, {"tenant_access_token", "t-minted"}, {"expire", 7200}}
+            .dump()};
+  });
+  fake_feishu feishu(0, "t-minted");
+  const std::string cfg =
+      feishu_config("credentials = \"feishu_tenant\"\nmax_attempts = 1",
+                    "[feishu]\napp_id = \"cli_test\"\ntoken_url = \"" +
+                        tenant.url("/open-apis/auth/v3/tenant_access_token/internal") + "\"\n");
+  daemon_process d(dir, cfg, {{"FEISHU_APP_SECRET", "app-secret-value-0001"}});
+  const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
+  // Two tries sent nothing; with max_attempts = 1 the job still gets its one real attempt.
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 3: succeeded")) << d.log();
+  EXPECT_EQ(feishu.server().count(), 1u);
+  EXPECT_EQ(feishu.rows("app/t1"), 1u);
+  EXPECT_EQ(sql_value(d.db_path(),
+                      "select attempts || '/' || free_attempts from jobs where id = '" + id + "'"),
+            "1/2");
+  const auto tries = attempt_rows(d, id, "outcome, error");
+  ASSERT_EQ(tries.size(), 3u);
+  EXPECT_NE(tries[0][1].find("minting credentials"), std::string::npos) << tries[0][1];
+  // The job waited (backed off) between the failed mints, not retried at once.
+  const auto gaps = sql_rows(
+      d.db_path(), "select " + sql_ms_between("b.started_at", "a.started_at") +
+                       " from attempts a join attempts b on b.job_id = a.job_id and b.n = a.n + 1 "
+                       "where a.job_id = '" + id + "'");
+  ASSERT_EQ(gaps.size(), 2u);
+  EXPECT_GE(std::stod(gaps[0][0]), 5.0);  // feishu_config's retry_base is 10 ms: [5, 10] ms
 }
 
 TEST(Credentials, ExpiredTokenWithoutCredentialsIsDeadWithAReason) {
