@@ -3,15 +3,18 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/url/parse.hpp>
+#include <charconv>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "http/server.h"
 #include "queue/dispatcher.h"
+#include "queue/first_answers.h"
 #include "queue/intake.h"
 #include "queue/queue_service.h"
 #include "token/token_service.h"
+#include "util/await.h"
 #include "util/json_depth.h"
 #include "util/log.h"
 
@@ -62,6 +65,52 @@ outgoing_response action_answer(const action_result& r, const std::string& id) {
   }
   spdlog::error("admin action failed: {}", r.message);
   return unavailable("store_failed", "the store could not do it: " + r.message, 5);
+}
+
+// Prefer: wait=N (RFC 7240; N capped at 10 s) or ?wait=N (0 to 10, else nullopt: 400). Other
+// preferences, and a wait preference that does not parse, are ignored, as RFC 7240 allows.
+std::optional<millis> preferred_wait(const incoming_request& req) {
+  constexpr std::int64_t max_wait_s = 10;
+  std::optional<std::int64_t> secs;
+  if (auto q = query_of(req.target); q && q->count("wait")) {
+    const auto& v = q->at("wait");
+    std::int64_t n = -1;
+    const auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (v.empty() || v.size() > 2 || r.ec != std::errc{} || r.ptr != v.data() + v.size() || n < 0 ||
+        n > max_wait_s)
+      return std::nullopt;
+    secs = n;
+  }
+  const std::string prefer = req.header("prefer");
+  for (std::size_t pos = 0; !secs && pos < prefer.size();) {
+    const auto end = std::min(prefer.find_first_of(",;", pos), prefer.size());
+    std::string_view item(prefer.data() + pos, end - pos);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item.size() > 5 && strncasecmp(item.data(), "wait=", 5) == 0) {
+      std::int64_t n = -1;
+      const auto v = item.substr(5);
+      const auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (r.ec == std::errc{} && r.ptr == v.data() + v.size() && n >= 0)
+        secs = std::min(n, max_wait_s);
+    }
+    pos = end + 1;
+  }
+  return millis{secs.value_or(0) * 1000};
+}
+
+// The seed's synchronous answer: the destination's status, its body under "response" (as JSON
+// when it is JSON), and the job.
+outgoing_response first_answer_response(const std::string& id, const first_answer& a, millis wait) {
+  json response = json::parse(a.body, nullptr, false);
+  if (response.is_discarded() || !json_depth_within(a.body)) response = a.body;
+  // A status that cannot carry a body (1xx, 204, 304) is reported in it, under 200.
+  const bool bodiless = a.status < 200 || a.status == 204 || a.status == 304;
+  auto r = json_ok(bodiless ? 200 : a.status,
+                   {{"id", id}, {"state", a.state}, {"status", a.status}, {"response", response}});
+  r.headers.emplace_back("Location", "/jobs/" + id);
+  r.headers.emplace_back("Preference-Applied", "wait=" + std::to_string(wait.count() / 1000));
+  return r;
 }
 
 bool is_true(const std::map<std::string, std::string>& q, const std::string& key) {
@@ -131,13 +180,28 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
   }
   auto& job = std::get<store::new_job>(prepared);
   const std::string route = job.route;
+  const std::string id = job.id;
+  const auto wait = preferred_wait(req);
+  if (!wait) co_return json_error(400, "bad_query", "wait must be a whole number of seconds, 0 to 10");
+  // Registered before the commit: the first attempt may finish before a 202 would go out.
+  if (*wait > millis{0} && s_.answers) s_.answers->expect(id);
   // The answer waits for the commit that holds the job: a 202 means it is on disk.
   auto r = co_await s_.queue.enqueue(std::move(job));
   using st = store::enqueue_result::status;
+  std::optional<first_answer> got;
+  if (*wait > millis{0} && s_.answers) {
+    if (r.what == st::queued && r.id == id) {
+      const std::function<bool()> give_up = [] { return true; };
+      got = co_await await_callback_for<first_answer>(
+          [this, &id](auto done) { s_.answers->listen(id, std::move(done)); }, *wait, give_up);
+    }
+    s_.answers->forget(id);
+  }
   switch (r.what) {
     case st::queued:
     case st::existing: {
       if (r.what == st::queued) spdlog::info("job {} queued on route {}", r.id, route);
+      if (got && got->status > 0) co_return first_answer_response(r.id, *got, *wait);
       auto res = json_ok(202, {{"id", r.id}, {"state", r.state}});
       res.headers.emplace_back("Location", "/jobs/" + r.id);
       co_return res;

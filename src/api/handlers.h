@@ -18,6 +18,7 @@ class queue_service;
 class route_table;
 class dispatcher;
 class token_service;
+class first_answers;
 
 struct api_services {
   const config& cfg;
@@ -27,6 +28,7 @@ struct api_services {
   const clock& clk;
   token_service* tokens;  // null: /token answers 503 (not configured)
   bool public_listener = false;  // listening beyond loopback: /token needs a Bearer token too
+  first_answers* answers = nullptr;  // null: Prefer: wait is ignored
 };
 
 class api {

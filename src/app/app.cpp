@@ -19,6 +19,7 @@
 #include "http/client.h"
 #include "http/server.h"
 #include "queue/dispatcher.h"
+#include "queue/first_answers.h"
 #include "queue/queue_service.h"
 #include "queue/routes.h"
 #include "store/db_lock.h"
@@ -178,7 +179,9 @@ int run_daemon(const config& cfg, const clock& clk) {
   dispatcher dispatch(io, store, routes, client, clk, cfg, &tokens);
   queue_service queue(store, &dispatch, clk, queue_timeouts{cfg.store.commit_timeout});
   const bool public_listener = !asio::ip::make_address(host).is_loopback();
-  api handlers({cfg, queue, routes, dispatch, clk, &tokens, public_listener});
+  first_answers answers;
+  dispatch.report_first_answers(&answers);
+  api handlers({cfg, queue, routes, dispatch, clk, &tokens, public_listener, &answers});
   server_options sopts{host,
                        port,
                        cfg.server.max_body_bytes,

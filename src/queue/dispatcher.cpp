@@ -10,6 +10,7 @@
 
 #include "http/client.h"
 #include "queue/classify.h"
+#include "queue/first_answers.h"
 #include "queue/forward.h"
 #include "queue/retry_policy.h"
 #include "queue/routes.h"
@@ -41,6 +42,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   const clock& clk;
   const config& cfg;
   credential_source* credentials;
+  first_answers* answers = nullptr;  // Prefer: wait on /resend
   asio::io_context::executor_type ex;  // the io_context runs on one thread
   asio::steady_timer timer;
   std::atomic<int> in_flight{0};
@@ -283,7 +285,16 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     f.last_error = step.reason;
     f.resource_key = job.resource_key;
     if (r) f.key_min_gap = r->cfg.key_min_gap;
-    co_await record(std::move(f), v, step, slot);
+    // A /resend waiting for this job's first answer (Prefer: wait) hears it once it commits. A
+    // try that sent nothing, or that is retried at once with a fresh token, is not that answer.
+    std::shared_ptr<first_answer> answer;
+    if (answers && v.kind != outcome_kind::not_sent &&
+        v.kind != outcome_kind::refresh_credentials && answers->wanted(job.id)) {
+      answer = std::make_shared<first_answer>();
+      answer->status = result.answered() ? result.status : 0;
+      answer->body = result.body;
+    }
+    co_await record(std::move(f), v, step, slot, answer);
   }
 
   // Commits the attempt's outcome, retrying with backoff until it commits: the outcome exists
@@ -291,7 +302,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   // job stays fenced and counted as busy, for its route and its key, in the store until its
   // outcome commits or its lease expires, and the next claim can ride in the same commit.
   asio::awaitable<void> record(store::job_finish f, verdict v, next_step step,
-                               std::shared_ptr<bool> slot) {
+                               std::shared_ptr<bool> slot, std::shared_ptr<first_answer> answer) {
     millis backoff = finish_retry_first;
     asio::steady_timer wait(ex);
     ++recording;
@@ -306,6 +317,10 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       }
       if (res.error.empty()) {
         log_finish(f, v, step, res, tries);
+        if (answer) {
+          answer->state = res.state;
+          answers->report(f.id, std::move(*answer));
+        }
         break;
       }
       if (tries == 1)
@@ -351,6 +366,8 @@ dispatcher::~dispatcher() { impl_->detached = true; }
 void dispatcher::start() {
   asio::post(impl_->ex, [self = impl_] { self->start_claim_loop(); });
 }
+
+void dispatcher::report_first_answers(first_answers* answers) { impl_->answers = answers; }
 
 void dispatcher::wake() {
   asio::post(impl_->ex, [self = impl_] {

@@ -31,6 +31,8 @@ class route_table;
 class http_client;
 class credential_source;
 
+class first_answers;
+
 class dispatcher {
  public:
   dispatcher(boost::asio::io_context& io, store::queue_store& store, const route_table& routes,
@@ -42,6 +44,9 @@ class dispatcher {
 
   void start();
   void wake();
+  // Where the first answer of a job a /resend waits for (Prefer: wait) is reported; set before
+  // start().
+  void report_first_answers(first_answers* answers);
   // Stops claiming; `drained` runs (on the io_context) once no delivery is in flight.
   void stop(std::function<void()> drained);
   int in_flight() const;

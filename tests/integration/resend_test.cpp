@@ -439,3 +439,44 @@ TEST(Cli, BinaryResponsesAreStoredAsBase64AndEveryReaderWorks) {
   EXPECT_EQ(api.status, 200);
   EXPECT_FALSE(json::parse(api.body, nullptr, false).is_discarded()) << api.body;
 }
+
+TEST(Resend, PreferWaitAnswersWithTheDestinationsAnswerWhenItIsQuick) {
+  temp_dir dir;
+  std::atomic<int> n{0};
+  fake_server dest([&](const received&) {
+    if (++n == 1) return fake_reply{201, R"({"code":0,"data":{"records":[{"record_id":"rec1"}]}})"};
+    return fake_reply{503, "busy, try later"};
+  });
+  daemon_process d(dir, local_config("retry_base = \"10s\"\nretry_cap = \"10s\""));
+  auto a = post_resend(d, resend_body(dest.url("/x")), {{"Prefer", "respond-async, wait=2"}});
+  ASSERT_EQ(a.status, 201) << a.body;
+  auto j = json::parse(a.body);
+  EXPECT_EQ(j["response"]["data"]["records"][0]["record_id"], "rec1");
+  EXPECT_EQ(j["state"], "succeeded");
+  EXPECT_EQ(j["status"], 201);
+  const auto id = j["id"].get<std::string>();
+  EXPECT_EQ(sql_value(d.db_path(), "select state from jobs where id = '" + id + "'"), "succeeded");
+  // A first answer that is retried is still the answer (with the job's state), via ?wait= too.
+  a = http_call(d.port(), "POST", "/resend?wait=2", resend_body(dest.url("/x")).dump());
+  ASSERT_EQ(a.status, 503) << a.body;
+  j = json::parse(a.body);
+  EXPECT_EQ(j["response"], "busy, try later");
+  EXPECT_EQ(j["state"], "queued");
+  // Without the preference nothing changes; a wait beyond 10 s in the query is refused.
+  a = post_resend(d, resend_body(dest.url("/x")));
+  EXPECT_EQ(a.status, 202) << a.body;
+  a = http_call(d.port(), "POST", "/resend?wait=11", resend_body(dest.url("/x")).dump());
+  EXPECT_EQ(a.status, 400) << a.body;
+}
+
+TEST(Resend, PreferWaitAgainstASlowDestinationIsA202AndTheJobStillSucceeds) {
+  temp_dir dir;
+  gated_destination dest;
+  daemon_process d(dir, local_config());
+  const auto a = post_resend(d, resend_body(dest.server.url("/x")), {{"Prefer", "wait=1"}});
+  ASSERT_EQ(a.status, 202) << a.body;  // after the 1 s the bot allowed
+  const auto id = job_id(a);
+  ASSERT_FALSE(id.empty());
+  dest.release();
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+}
