@@ -182,7 +182,8 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
   const std::string route = job.route;
   const std::string id = job.id;
   const auto wait = preferred_wait(req);
-  if (!wait) co_return json_error(400, "bad_query", "wait must be a whole number of seconds, 0 to 10");
+  if (!wait)
+    co_return json_error(400, "bad_query", "wait must be a whole number of seconds, 0 to 10");
   // Registered before the commit: the first attempt may finish before a 202 would go out.
   if (*wait > millis{0} && s_.answers) s_.answers->expect(id);
   // The answer waits for the commit that holds the job: a 202 means it is on disk.

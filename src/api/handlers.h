@@ -27,7 +27,7 @@ struct api_services {
   const dispatcher& dispatch;  // figures for /metrics
   const clock& clk;
   token_service* tokens;  // null: /token answers 503 (not configured)
-  bool public_listener = false;  // listening beyond loopback: /token needs a Bearer token too
+  bool public_listener = false;      // listening beyond loopback: /token needs a Bearer token too
   first_answers* answers = nullptr;  // null: Prefer: wait is ignored
 };
 

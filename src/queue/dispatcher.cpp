@@ -42,7 +42,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   const clock& clk;
   const config& cfg;
   credential_source* credentials;
-  first_answers* answers = nullptr;  // Prefer: wait on /resend
+  first_answers* answers = nullptr;    // Prefer: wait on /resend
   asio::io_context::executor_type ex;  // the io_context runs on one thread
   asio::steady_timer timer;
   std::atomic<int> in_flight{0};
@@ -215,8 +215,10 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     outbound_request out;
     if (!r) co_return verdict{outcome_kind::dead, {}, "location matches no configured route any more"};
     if (!allows_method(r->cfg, job.method))
-      co_return verdict{outcome_kind::dead, {},
-                        "route " + r->cfg.name + " does not allow method " + job.method + " any more"};
+      co_return verdict{
+          outcome_kind::dead,
+          {},
+          "route " + r->cfg.name + " does not allow method " + job.method + " any more"};
     if (job.attempts - 1 >= r->settings.max_attempts)
       co_return verdict{outcome_kind::dead, {},
                         "max_attempts (" + std::to_string(r->settings.max_attempts) +
@@ -224,8 +226,9 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     if (auto err = build(job, *r, out)) co_return verdict{outcome_kind::dead, {}, *err};
     if (!r->cfg.credentials.empty()) {
       if (!credentials)
-        co_return verdict{
-            outcome_kind::not_sent, {}, "credentials \"" + r->cfg.credentials + "\" not configured"};
+        co_return verdict{outcome_kind::not_sent,
+                          {},
+                          "credentials \"" + r->cfg.credentials + "\" not configured"};
       auto b = co_await credentials->bearer(r->cfg.credentials);
       if (b.token.empty())
         co_return verdict{outcome_kind::not_sent, {}, "minting credentials: " + b.error};

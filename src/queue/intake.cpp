@@ -1,8 +1,7 @@
 #include "queue/intake.h"
 
-#include <re2/re2.h>
-
 #include <arpa/inet.h>
+#include <re2/re2.h>
 
 #include <boost/url/parse.hpp>
 #include <nlohmann/json.hpp>
@@ -45,9 +44,11 @@ std::optional<intake_error> check_headers(const json& req) {
   if (h.size() > 100) return bad("bad_headers", "more than 100 headers");
   for (const auto& [name, value] : h.items()) {
     if (!value.is_string())
-      return bad("bad_headers", "header " + std::string(utf8_prefix(name, 100)) + " must be a string");
+      return bad("bad_headers",
+                 "header " + std::string(utf8_prefix(name, 100)) + " must be a string");
     if (!is_token(name))
-      return bad("bad_headers", "header name \"" + std::string(utf8_prefix(name, 100)) + "\" is not valid");
+      return bad("bad_headers",
+                 "header name \"" + std::string(utf8_prefix(name, 100)) + "\" is not valid");
     if (!is_header_value(value.get_ref<const std::string&>()))
       return bad("bad_headers", "header " + name + " has a control character or is too long");
   }

@@ -1,9 +1,9 @@
 #include "queue/json_path.h"
 
-#include "util/utf8.h"
-
 #include <charconv>
 #include <nlohmann/json.hpp>
+
+#include "util/utf8.h"
 
 namespace resendd {
 namespace {

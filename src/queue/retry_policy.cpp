@@ -16,7 +16,8 @@ millis rate_limit_delay(int n, std::optional<millis> hint, const route_settings&
                         std::uint64_t jitter) {
   std::int64_t d = s.retry_base.count();
   for (int i = 1; i < n && d < s.retry_cap.count(); ++i) d *= 2;
-  d = std::max(std::min(d, s.retry_cap.count()), std::min(hint.value_or(millis{0}), s.rate_limit_cap).count());
+  d = std::max(std::min(d, s.retry_cap.count()),
+               std::min(hint.value_or(millis{0}), s.rate_limit_cap).count());
   return millis{d + std::int64_t(jitter % std::uint64_t(d + 1))};
 }
 

@@ -2,8 +2,8 @@
 
 #include <re2/re2.h>
 
-#include <boost/url/parse.hpp>
 #include <algorithm>
+#include <boost/url/parse.hpp>
 #include <cctype>
 #include <stdexcept>
 #include <vector>
@@ -68,8 +68,9 @@ std::string remove_dot_segments(std::string_view path) {
 // changes the path's segments, so it is not used.)
 std::string normalize_percent(std::string_view s) {
   const auto hex = [](char c) {
-    return std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
-                                                       : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10;
+    return std::isdigit(static_cast<unsigned char>(c))
+               ? c - '0'
+               : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10;
   };
   std::string out;
   out.reserve(s.size());
@@ -79,7 +80,8 @@ std::string normalize_percent(std::string_view s) {
       continue;
     }
     const char c = char(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' || c == '~') {
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' ||
+        c == '~') {
       out += c;
     } else {
       out += '%';
@@ -109,16 +111,15 @@ normalized_location normalize_location(std::string_view location) {
   // 127.0.0.1 and a path that does not start with "/", so the text is checked, not the parse.
   const auto start = location.find("://");
   if (start == std::string_view::npos) return fail("location must be an absolute http(s) URL");
-  const auto authority = location.substr(start + 3, location.find_first_of("/?#", start + 3) -
-                                                        std::min(location.size(), start + 3));
+  const auto authority = location.substr(
+      start + 3, location.find_first_of("/?#", start + 3) - std::min(location.size(), start + 3));
   if (u->has_userinfo() || authority.find('@') != std::string_view::npos)
     return fail("location must not carry user info (user:password@)");
   for (const unsigned char c : authority)
     if (c == '%' || c < 0x20 || c >= 0x7f)
       return fail("location's host must be plain: no percent-encoding or control characters");
   const std::string_view path = u->encoded_path();
-  if (!path.empty() && path.front() != '/')
-    return fail("location must be an absolute http(s) URL");
+  if (!path.empty() && path.front() != '/') return fail("location must be an absolute http(s) URL");
   std::string host(u->encoded_host_and_port());
   for (auto& ch : host) ch = char(std::tolower(static_cast<unsigned char>(ch)));
   n.url = scheme + "://" + host + remove_dot_segments(normalize_percent(path));
@@ -127,7 +128,8 @@ normalized_location normalize_location(std::string_view location) {
 }
 
 bool allows_method(const route_config& r, std::string_view method) {
-  return r.methods.empty() || std::find(r.methods.begin(), r.methods.end(), method) != r.methods.end();
+  return r.methods.empty() ||
+         std::find(r.methods.begin(), r.methods.end(), method) != r.methods.end();
 }
 
 std::string resource_key(const route_config& r, std::string_view location) {

@@ -352,9 +352,9 @@ TEST(Resend, RetryAfterZeroWaitsTheBackoffAndJobsUnderOneLimitSpreadOut) {
   for (int i = 0; i < 50; ++i) ids.push_back(job_id(post_resend(d, resend_body(dest.url("/x")))));
   ASSERT_TRUE(d.wait_log_count(": rate_limited", 50)) << d.log();
   // Every job waits at least the policy's first backoff (2 s), not 0 ...
-  const auto waits = sql_rows(
-      d.db_path(), "select " + sql_ms_between("j.next_attempt_at", "a.started_at") +
-                       " from jobs j join attempts a on a.job_id = j.id and a.n = 1");
+  const auto waits =
+      sql_rows(d.db_path(), "select " + sql_ms_between("j.next_attempt_at", "a.started_at") +
+                                " from jobs j join attempts a on a.job_id = j.id and a.n = 1");
   ASSERT_EQ(waits.size(), 50u);
   double lo = 1e18, hi = 0;
   for (const auto& w : waits) {
@@ -377,10 +377,12 @@ TEST(Resend, RateLimitedTriesOfOneJobAreCapped) {
   const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 3: dead")) << d.log();
   const auto row = sql_rows(
-      d.db_path(), "select state, attempts, free_attempts, last_error from jobs where id = '" + id + "'");
+      d.db_path(),
+      "select state, attempts, free_attempts, last_error from jobs where id = '" + id + "'");
   EXPECT_EQ(row[0][0], "dead");
   EXPECT_EQ(row[0][1], "0");
-  EXPECT_NE(row[0][3].find("rate limited 3 times (max_rate_limited)"), std::string::npos) << row[0][3];
+  EXPECT_NE(row[0][3].find("rate limited 3 times (max_rate_limited)"), std::string::npos)
+      << row[0][3];
   EXPECT_EQ(dest.count(), 3u);
 }
 
@@ -423,11 +425,14 @@ TEST(Resend, ErrorsQuotingInputAreValidUtf8Json) {
 
 TEST(Cli, BinaryResponsesAreStoredAsBase64AndEveryReaderWorks) {
   temp_dir dir;
-  fake_server dest([](const received&) { return fake_reply{400, std::string("\xff\xd8\xff\xe0\x00JFIF", 9)}; });
+  fake_server dest([](const received&) {
+    return fake_reply{400, std::string("\xff\xd8\xff\xe0\x00JFIF", 9)};
+  });
   daemon_process d(dir, local_config());
   const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
-  const auto stored = sql_value(d.db_path(), "select last_response from jobs where id = '" + id + "'");
+  const auto stored =
+      sql_value(d.db_path(), "select last_response from jobs where id = '" + id + "'");
   EXPECT_EQ(stored, "(not UTF-8, base64) /9j/4ABKRklG");
   auto r = run_resendd(dir, {"jobs", "list"});
   EXPECT_EQ(r.status, 0) << r.output;

@@ -273,9 +273,8 @@ TEST(Credentials, AFailedMintCostsNoAttemptAndTheJobWaits) {
     // The token endpoint fails twice (an outage), then mints.
     if (++asked <= 2) return fake_reply{503, "down"};
     return fake_reply{
-        200,
-        json{{"code", 0}, {"msg", "ok"}, {"tenant_access_token", "t-minted"}, {"expire", 7200}}
-            .dump()};
+        200, json{{"code", 0}, {"msg", "ok"}, {"tenant_access_token", "t-minted"}, {"expire", 7200}}
+                 .dump()};
   });
   fake_feishu feishu(0, "t-minted");
   const std::string cfg =
@@ -298,7 +297,8 @@ TEST(Credentials, AFailedMintCostsNoAttemptAndTheJobWaits) {
   const auto gaps = sql_rows(
       d.db_path(), "select " + sql_ms_between("b.started_at", "a.started_at") +
                        " from attempts a join attempts b on b.job_id = a.job_id and b.n = a.n + 1 "
-                       "where a.job_id = '" + id + "'");
+                       "where a.job_id = '" +
+                       id + "'");
   ASSERT_EQ(gaps.size(), 2u);
   EXPECT_GE(std::stod(gaps[0][0]), 5.0);  // feishu_config's retry_base is 10 ms: [5, 10] ms
 }

@@ -152,23 +152,24 @@ TEST(Intake, AddressLiteralsARouteMayNotReachAreRefusedAtOnce) {
 TEST(Intake, RoutesDecideOnTheUrlThatIsSentAndOnTheMethod) {
   const std::string base = "https://open.feishu.cn/open-apis/bitable/v1/apps/APP/tables/";
   // A query, an encoded slash or percent-encoding in a segment does not pass the built-in route.
-  EXPECT_EQ(code_of(prep({{"location", base + "TBL?/records/batch_create"},
-                          {"method", "DELETE"}})),
+  EXPECT_EQ(code_of(prep({{"location", base + "TBL?/records/batch_create"}, {"method", "DELETE"}})),
             "403 no_route");
   EXPECT_EQ(code_of(prep({{"location", base + "TBL?/records/batch_create"}})), "403 no_route");
   EXPECT_EQ(code_of(prep({{"location", base + "T%2FBL/records/batch_create"}})), "403 no_route");
   EXPECT_EQ(code_of(prep({{"location", base + "TBL/x/../../../../admin/records/batch_create"}})),
             "403 no_route");
   // Hosts that are not what they look like.
-  EXPECT_EQ(code_of(prep({{"location", "http://evil.com%00.open.feishu.cn/x"}})), "400 bad_location");
+  EXPECT_EQ(code_of(prep({{"location", "http://evil.com%00.open.feishu.cn/x"}})),
+            "400 bad_location");
   EXPECT_EQ(code_of(prep({{"location", "http://127.0.0.1%2f.open.feishu.cn/x"}})),
             "400 bad_location");
   // The built-in route sends POST only.
   EXPECT_EQ(code_of(prep({{"location", bitable}, {"method", "DELETE"}})), "403 method_not_allowed");
   EXPECT_EQ(code_of(prep({{"location", bitable}, {"method", "post"}})), "ok");
   // What is stored (and sent, and matched) is the normalized URL.
-  auto r = prep({{"location", "HTTPS://OPEN.FEISHU.CN/open-apis/bitable/v1/apps/APP/./tables/TBL/"
-                              "records/batch_create?user_id_type=%6fpen_id"}});
+  auto r = prep({{"location",
+                  "HTTPS://OPEN.FEISHU.CN/open-apis/bitable/v1/apps/APP/./tables/TBL/"
+                  "records/batch_create?user_id_type=%6fpen_id"}});
   ASSERT_EQ(code_of(r), "ok");
   EXPECT_EQ(std::get<store::new_job>(r).location, bitable + "?user_id_type=open_id");
 }

@@ -75,8 +75,8 @@ TEST(RetryPolicy, AHintOnlyBoundsTheRateLimitBackoffFromBelow) {
   // try of the job (base 1 s, cap 8 s here), never 0.
   for (int before = 0; before < 6; ++before)
     for (std::uint64_t j : {0ull, 777ull, ~0ull}) {
-      const auto n = next_retry(v(outcome_kind::rate_limited, millis{0}), {0, before, 0, t0}, t0, s,
-                                false, j);
+      const auto n =
+          next_retry(v(outcome_kind::rate_limited, millis{0}), {0, before, 0, t0}, t0, s, false, j);
       const millis d{std::min<std::int64_t>(8000, 1000LL << before)};
       EXPECT_GE(n.next_attempt_at - t0, d) << before;
       EXPECT_LE(n.next_attempt_at - t0, 2 * d) << before;
@@ -94,7 +94,8 @@ TEST(RetryPolicy, AHintOnlyBoundsTheRateLimitBackoffFromBelow) {
 TEST(RetryPolicy, RateLimitedTriesAreCapped) {
   auto s = settings();
   s.max_rate_limited = 3;
-  EXPECT_EQ(next_retry(v(outcome_kind::rate_limited), {0, 1, 0, t0}, t0, s, false, 0).to, st::queued);
+  EXPECT_EQ(next_retry(v(outcome_kind::rate_limited), {0, 1, 0, t0}, t0, s, false, 0).to,
+            st::queued);
   const auto n = next_retry(v(outcome_kind::rate_limited), {0, 2, 0, t0}, t0, s, false, 0);
   EXPECT_EQ(n.to, st::dead);
   EXPECT_NE(n.reason.find("max_rate_limited"), std::string::npos);

@@ -80,7 +80,8 @@ TEST(Routes, LocationsAreNormalizedToWhatTheClientSends) {
   EXPECT_EQ(norm("https://h/a%2Fb"), "https://h/a%2Fb");  // an encoded slash stays encoded
   EXPECT_EQ(norm("https://h//a"), "https://h//a");
   // Hosts that would name another host than the text shows, and user info, are refused.
-  EXPECT_NE(norm("http://evil.com%00.example.com/").find("error: location's host"), std::string::npos);
+  EXPECT_NE(norm("http://evil.com%00.example.com/").find("error: location's host"),
+            std::string::npos);
   EXPECT_NE(norm("http://127.0.0.1%2f.example.com/").find("error: location's host"),
             std::string::npos);
   EXPECT_NE(norm("https://open.feishu.cn@evil.example/").find("user info"), std::string::npos);
