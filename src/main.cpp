@@ -225,6 +225,7 @@ int cmd_healthcheck(const cli_state& s) {
 int main(int argc, char** argv) {
   CLI::App cli{"resendd: a persistent retry queue for chat bots"};
   cli_state s;
+  cli.set_version_flag("--version", std::string("resendd ") + RESENDD_VERSION);
   cli.add_option("--config", s.config_file, "TOML configuration file (optional)");
   cli.fallthrough();
   auto* serve = cli.add_subcommand("serve", "run the daemon (the default)");

@@ -207,6 +207,11 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
       res.headers.emplace_back("Location", "/jobs/" + r.id);
       co_return res;
     }
+    case st::conflict:
+      spdlog::info("resend refused (422 idempotency_key_reused): the key belongs to job {}", r.id);
+      co_return json_error(422, "idempotency_key_reused",
+                           "this Idempotency-Key was used for a different request (job " + r.id +
+                               "); use a new key for a new request");
     case st::full:
       spdlog::warn("resend refused: the queue is full ({} jobs)", s_.queue.active());
       co_return unavailable("queue_full", "the queue is full; try again later", 30);

@@ -130,10 +130,7 @@ int run_daemon(const config& cfg, const clock& clk) {
   std::uint16_t port = 0;
   if (!split_listen(cfg.server.listen, host, port))
     throw std::runtime_error("server.listen: \"" + cfg.server.listen + "\" is not IP:PORT");
-  if (!asio::ip::make_address(host).is_loopback() && cfg.server.api_tokens.empty() &&
-      !cfg.server.allow_unauthenticated_public)
-    throw std::runtime_error("server.listen: refusing to listen on " + host +
-                             " without server.api_tokens (or allow_unauthenticated_public = true)");
+  // A public listen without api_tokens was refused when the config was read (config.cpp).
 
   raise_fd_limit(cfg);
 
@@ -205,8 +202,21 @@ int run_daemon(const config& cfg, const clock& clk) {
       if (!e) stop_when_idle();
     });
   };
+  // SIGHUP's default action would end the process: it is caught and refused, with a log line.
+  asio::signal_set hangups(io, SIGHUP);
+  std::function<void()> await_hangup = [&] {
+    hangups.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      spdlog::warn(
+          "SIGHUP: reloading the configuration is not supported; nothing changed (restart "
+          "resendd to apply a new configuration: accepted jobs are kept)");
+      await_hangup();
+    });
+  };
+  await_hangup();
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
+    hangups.cancel();
     spdlog::info("signal {}: shutting down (in flight: {})", sig, dispatch.in_flight());
     notify_systemd("STOPPING=1");
     server.stop();

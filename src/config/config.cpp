@@ -2,6 +2,8 @@
 
 #include <re2/re2.h>
 
+#include <arpa/inet.h>
+
 #include <boost/url/parse.hpp>
 #include <cctype>
 #include <cstdlib>
@@ -159,6 +161,16 @@ route_settings apply_overrides(route_settings s, const delivery_overrides& o) {
   return s;
 }
 
+// Whether a route pattern is about Feishu / Lark open APIs: it names their hosts or their API
+// path prefix.
+bool names_feishu(const std::string& match) {
+  std::string m(match);
+  for (auto& ch : m) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  for (const char* word : {"feishu", "larksuite", "larkoffice", "open-apis"})
+    if (m.find(word) != std::string::npos) return true;
+  return false;
+}
+
 route_config read_route(const toml::value& v, std::size_t index, problems& errs) {
   route_config r;
   r.name.clear();
@@ -170,6 +182,15 @@ route_config read_route(const toml::value& v, std::size_t index, problems& errs)
   t.string("name", r.name);
   t.string("match", r.match);
   t.string("profile", r.profile);
+  // The safe defaults follow from what the route is for: a route to Feishu's open APIs written
+  // without a profile gets "feishu" (Feishu answers many failures with HTTP 200 and a code that a
+  // generic route would record as success), and a feishu route serializes by Bitable table
+  // unless it says otherwise (two writes to one table at once fail with 1254291).
+  if (!t.has("profile") && names_feishu(r.match)) {
+    r.profile = "feishu";
+    r.profile_inferred = true;
+  }
+  if (r.profile == "feishu") r.serialize_by = "bitable_table";
   t.string_list("methods", r.methods);
   for (auto& m : r.methods)
     for (auto& ch : m) ch = char(std::toupper(static_cast<unsigned char>(ch)));
@@ -323,6 +344,17 @@ void apply_environment(config& c, const environment& env, problems& errs) {
   }
 }
 
+// 127.0.0.0/8, ::1 and "localhost": the addresses only this machine reaches.
+bool is_loopback_host(std::string host) {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return ::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
 bool valid_http_url(const std::string& s) {
   auto u = boost::urls::parse_absolute_uri(s);
   return u && (u->scheme() == "http" || u->scheme() == "https") && !u->host().empty();
@@ -337,6 +369,12 @@ void validate(const config& c, problems& errs) {
     if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
         std::stoi(port) > 65535)
       errs.push_back("server.listen: bad port \"" + port + "\"");
+    // What serve would refuse, check-config refuses too.
+    const auto host = c.server.listen.substr(0, colon);
+    if (!is_loopback_host(host) && c.server.api_tokens.empty() &&
+        !c.server.allow_unauthenticated_public)
+      errs.push_back("server.listen: refusing to listen on " + host +
+                     " without server.api_tokens (or allow_unauthenticated_public = true)");
   }
   const auto& d = c.delivery.defaults;
   if (d.retry_base > d.retry_cap) errs.push_back("delivery.retry_base: must not exceed retry_cap");
@@ -473,7 +511,9 @@ std::string render_config(const config& c) {
   for (const auto& r : c.routes) {
     const auto s = effective_settings(c, r);
     o << "\n[[routes]]\nname = " << quote(r.name) << "\nmatch = " << literal(r.match)
-      << "\nprofile = " << quote(r.profile) << "\nmethods = [";
+      << "\nprofile = " << quote(r.profile)
+      << (r.profile_inferred ? "  # inferred: the match names Feishu/Lark open APIs" : "")
+      << "\nmethods = [";
     for (std::size_t i = 0; i < r.methods.size(); ++i) o << (i ? ", " : "") << quote(r.methods[i]);
     o << "]"
       << "\nallow_private_networks = " << r.allow_private_networks

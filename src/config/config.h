@@ -44,6 +44,7 @@ struct route_config {
   std::string match =
       R"(^https://open\.feishu\.cn/open-apis/bitable/v1/apps/[^/?#%]+/tables/[^/?#%]+/records/batch_create([?].*)?$)";
   std::string profile = "feishu";  // "generic" | "feishu"
+  bool profile_inferred = false;   // not written: the match names Feishu/Lark open APIs
   std::vector<std::string> methods = {"POST"};  // upper case; empty = every method
   bool allow_private_networks = false;
   std::string credentials;  // "" | "feishu_tenant" | "coze"

@@ -569,10 +569,13 @@ void pg_store::enqueue(new_job job, sys_time now, gate g,
   const bool taken = writer_->submit(
       [this, job = std::move(job), now, result](pg_connection& c) {
         const auto existing = [&]() {
-          auto q = c.run("SELECT id, state FROM jobs WHERE idempotency_key = $1",
-                         {*job.idempotency_key});
+          // The key is bound to the request: the same key with another body is a conflict.
+          auto q = c.run("SELECT id, state, request = $2 FROM jobs WHERE idempotency_key = $1",
+                         {*job.idempotency_key, job.request});
           if (q.size() == 0) return false;
-          *result = {enqueue_result::status::existing, q.text(0, 0), q.text(0, 1), {}};
+          *result = {q.text(0, 2) == "t" ? enqueue_result::status::existing
+                                         : enqueue_result::status::conflict,
+                     q.text(0, 0), q.text(0, 1), {}};
           return true;
         };
         if (job.idempotency_key && existing()) return;

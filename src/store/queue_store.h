@@ -52,7 +52,8 @@ struct new_job {
 };
 
 struct enqueue_result {
-  enum class status { queued, existing, full, busy, failed } what = status::failed;
+  // existing: a repeated Idempotency-Key with the same request; conflict: with another request.
+  enum class status { queued, existing, conflict, full, busy, failed } what = status::failed;
   std::string id;     // the new job's id, or the existing one for a repeated Idempotency-Key
   std::string state;  // for existing
   std::string error;  // for failed

@@ -337,11 +337,15 @@ void sqlite_store::enqueue(new_job job, sys_time now, gate g,
       [this, job = std::move(job), now, result](SQLite::Database&) {
         auto& st = *wstmts_;
         if (job.idempotency_key) {
-          auto& q = st("SELECT id, state FROM jobs WHERE idempotency_key = ?");
+          // The key is bound to the request: the same key with another body is a conflict.
+          auto& q = st("SELECT id, state, request = ?2 FROM jobs WHERE idempotency_key = ?1");
           q.bind(1, *job.idempotency_key);
+          q.bind(2, job.request);
           if (q.executeStep()) {
-            *result = {enqueue_result::status::existing, q.getColumn(0).getString(),
-                       q.getColumn(1).getString(), {}};
+            *result = {q.getColumn(2).getInt() ? enqueue_result::status::existing
+                                               : enqueue_result::status::conflict,
+                       q.getColumn(0).getString(), q.getColumn(1).getString(), {}};
+            drain(q);
             return;
           }
         }

@@ -184,3 +184,27 @@ TEST(Feishu, KeyMinGapSpacesWritesToOneTable) {
   for (const auto& g : gaps) EXPECT_GE(std::stod(g[0]), 149.0);
   EXPECT_EQ(feishu.rows("app/t1"), 4u);
 }
+
+// A route written by hand with only a name and a match to Feishu's open APIs: the safe defaults
+// (profile feishu, serialization by table) apply without being written.
+TEST(Feishu, ARouteWrittenWithoutProfileOrSerializationGetsFeishusDefaults) {
+  temp_dir dir;
+  fake_feishu feishu(/*hold_ms=*/40);
+  feishu.script("app/bad", {200, {{"code", 1254060}, {"msg", "TextFieldConvFail"}}});
+  daemon_process d(
+      dir,
+      test_config(
+          R"(^http://127\.0\.0\.1:\d+/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records/batch_create([?].*)?$)",
+          "", ""));
+  // HTTP 200 with a Feishu error code is dead, not succeeded (a generic route would say so).
+  const auto bad = job_id(post_resend(d, resend_body(feishu.url("app", "bad"))));
+  ASSERT_TRUE(d.wait_log("job " + bad + " attempt 1: dead")) << d.log();
+  // Eight writes to one table never overlap.
+  for (int i = 0; i < 8; ++i)
+    post_resend(d, resend_body(feishu.url("app", "busy"), "s" + std::to_string(i)));
+  ASSERT_TRUE(d.wait_log_count(": succeeded", 8, std::chrono::seconds(60))) << d.log();
+  EXPECT_EQ(feishu.overlaps(), 0);
+  EXPECT_EQ(feishu.rows("app/busy"), 8u);
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from attempts where feishu_code = 1254291"),
+            "0");
+}

@@ -316,8 +316,12 @@ TEST(Cli, RefusesToListenPubliclyWithoutTokens) {
   temp_dir dir;
   dir.write("public.toml", "[server]\nlisten = \"0.0.0.0:0\"\n");
   const auto r = run_resendd(dir, {"serve", "--config", dir.file("public.toml")});
-  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.status, 2);  // a configuration error, found when the file is read
   EXPECT_NE(r.output.find("without server.api_tokens"), std::string::npos) << r.output;
+  // check-config refuses what serve would refuse.
+  const auto c = run_resendd(dir, {"check-config", "--config", dir.file("public.toml")});
+  EXPECT_NE(c.status, 0);
+  EXPECT_NE(c.output.find("without server.api_tokens"), std::string::npos) << c.output;
 }
 
 TEST(Resend, ExpectContinueIsAnswered) {
@@ -484,4 +488,37 @@ TEST(Resend, PreferWaitAgainstASlowDestinationIsA202AndTheJobStillSucceeds) {
   ASSERT_FALSE(id.empty());
   dest.release();
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+}
+
+TEST(Resend, IdempotencyKeyReusedWithAnotherRequestIs422) {
+  temp_dir dir;
+  fake_server dest([](const received&) { return fake_reply{}; });
+  daemon_process d(dir, local_config());
+  const auto first = post_resend(d, resend_body(dest.url("/x"), "a"), {{"Idempotency-Key", "k-1"}});
+  ASSERT_EQ(first.status, 202) << first.body;
+  // The same request again: the same job.
+  const auto again = post_resend(d, resend_body(dest.url("/x"), "a"), {{"Idempotency-Key", "k-1"}});
+  EXPECT_EQ(again.status, 202) << again.body;
+  EXPECT_EQ(job_id(again), job_id(first));
+  // Another request under that key: refused, not silently dropped.
+  const auto other = post_resend(d, resend_body(dest.url("/x"), "b"), {{"Idempotency-Key", "k-1"}});
+  EXPECT_EQ(other.status, 422) << other.body;
+  EXPECT_NE(other.body.find("idempotency_key_reused"), std::string::npos) << other.body;
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "1");
+}
+
+TEST(Cli, VersionAndSighup) {
+  temp_dir dir;
+  const auto v = run_resendd(dir, {"--version"});
+  EXPECT_EQ(v.status, 0);
+  EXPECT_NE(v.output.find("resendd 0."), std::string::npos) << v.output;
+  daemon_process d(dir, local_config());
+  // SIGHUP does not end the daemon (its default action would): refused with one log line.
+  d.send_signal(SIGHUP);
+  ASSERT_TRUE(d.wait_log("SIGHUP: reloading the configuration is not supported")) << d.log();
+  EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
+  d.send_signal(SIGHUP);
+  ASSERT_TRUE(d.wait_log_count("SIGHUP:", 2)) << d.log();
+  d.send_signal(SIGTERM);
+  EXPECT_EQ(d.wait_exit(), 0) << d.log();
 }

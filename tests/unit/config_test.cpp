@@ -139,3 +139,44 @@ TEST(Config, PgUrlMaskingCoversEveryPasswordForm) {
             "host=h password=*** dbname=q");
   EXPECT_EQ(resendd::mask_pg_url("postgresql://u@h/db"), "postgresql://u@h/db");
 }
+
+TEST(Config, ARoutesProfileBringsItsSafeDefaults) {
+  const auto c = load_config_text(R"(
+[[routes]]
+name = "by-host"
+match = '^https://open\.larksuite\.com/open-apis/.*$'
+[[routes]]
+name = "feishu-written"
+match = '^https://example\.com/x$'
+profile = "feishu"
+[[routes]]
+name = "feishu-unserialized"
+match = '^https://open\.feishu\.cn/open-apis/im/.*$'
+serialize_by = ""
+[[routes]]
+name = "plain"
+match = '^https://example\.com/y$'
+)",
+                                  {});
+  ASSERT_EQ(c.routes.size(), 4u);
+  EXPECT_EQ(c.routes[0].profile, "feishu");  // inferred from the match
+  EXPECT_TRUE(c.routes[0].profile_inferred);
+  EXPECT_EQ(c.routes[0].serialize_by, "bitable_table");
+  EXPECT_EQ(c.routes[0].key_concurrency, 1);
+  EXPECT_FALSE(c.routes[1].profile_inferred);
+  EXPECT_EQ(c.routes[1].serialize_by, "bitable_table");
+  EXPECT_EQ(c.routes[2].serialize_by, "");  // said so
+  EXPECT_EQ(c.routes[3].profile, "generic");
+  EXPECT_EQ(c.routes[3].serialize_by, "");
+  EXPECT_NE(render_config(c).find("profile = \"feishu\"  # inferred"), std::string::npos);
+}
+
+TEST(Config, APublicListenWithoutTokensIsRefusedWhenRead) {
+  EXPECT_THROW(load_config_text("[server]\nlisten = \"0.0.0.0:9000\"\n", {}), config_error);
+  EXPECT_THROW(load_config_text("[server]\nlisten = \"[::]:9000\"\n", {}), config_error);
+  EXPECT_NO_THROW(load_config_text("[server]\nlisten = \"[::1]:9000\"\n", {}));
+  EXPECT_NO_THROW(load_config_text("[server]\nlisten = \"127.0.0.2:9000\"\n", {}));
+  EXPECT_NO_THROW(load_config_text("[server]\nlisten = \"0.0.0.0:9000\"\napi_tokens = [\"t\"]\n", {}));
+  EXPECT_NO_THROW(load_config_text(
+      "[server]\nlisten = \"0.0.0.0:9000\"\nallow_unauthenticated_public = true\n", {}));
+}
