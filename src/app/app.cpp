@@ -5,6 +5,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <functional>
 
@@ -192,7 +194,7 @@ int run_daemon(const config& cfg, const clock& clk) {
   // Shutdown: stop accepting, let deliveries finish within shutdown_grace, then stop. The
   // handler is installed before "listening on" is said, so no early SIGTERM is lost.
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  asio::steady_timer grace(io), idle_check(io);
+  asio::steady_timer grace(io), idle_check(io), retention(io);
   // Once no delivery is in flight: wait for requests still being answered (a /resend waiting
   // for its commit), then stop. Checked every 10 ms; the grace timer bounds it.
   std::function<void()> stop_when_idle = [&] {
@@ -217,6 +219,7 @@ int run_daemon(const config& cfg, const clock& clk) {
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     hangups.cancel();
+    retention.cancel();
     spdlog::info("signal {}: shutting down (in flight: {})", sig, dispatch.in_flight());
     notify_systemd("STOPPING=1");
     server.stop();
@@ -239,6 +242,24 @@ int run_daemon(const config& cfg, const clock& clk) {
                routes.all().size(), cfg.delivery.defaults.concurrency);
   store.on_wake([&dispatch] { dispatch.wake(); });  // another daemon queued a job or freed a slot
   dispatch.start();
+  // Retention: a pass every retention.interval deletes finished jobs past their keep time.
+  std::function<void()> schedule_retention = [&] {
+    retention.expires_after(cfg.retention.interval);
+    retention.async_wait([&](const boost::system::error_code& e) {
+      if (e) return;
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            const auto n =
+                co_await queue.apply_retention(cfg.retention.succeeded, cfg.retention.dead);
+            spdlog::log(n > 0 ? spdlog::level::info : spdlog::level::debug,
+                        "retention: {} finished job(s) deleted", n);
+            schedule_retention();
+          },
+          asio::detached);
+    });
+  };
+  if (cfg.retention.succeeded > millis{0} || cfg.retention.dead > millis{0}) schedule_retention();
   notify_systemd("READY=1");
 
   // One thread runs all network I/O (server, client, timers): Beast streams and their timers are

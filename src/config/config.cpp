@@ -207,7 +207,7 @@ route_config read_route(const toml::value& v, std::size_t index, problems& errs)
 void read_document(const toml::value& root, config& c, problems& errs) {
   table_reader top(root, "", errs);
   static const std::set<std::string> sections = {"server", "store",  "delivery", "routes",
-                                                 "coze",   "feishu", "log"};
+                                                 "coze",   "feishu", "log",  "retention"};
   if (root.is_table())
     for (const auto& [k, v] : root.as_table())
       if (!sections.count(k)) errs.push_back(k + ": unknown section");
@@ -281,6 +281,13 @@ void read_document(const toml::value& root, config& c, problems& errs) {
   if (auto* v = section("log")) {
     table_reader t(*v, "log", errs);
     t.string("level", c.log.level);
+    t.finish();
+  }
+  if (auto* v = section("retention")) {
+    table_reader t(*v, "retention", errs);
+    t.duration("succeeded", c.retention.succeeded);
+    t.duration("dead", c.retention.dead);
+    t.duration("interval", c.retention.interval, millis{10});
     t.finish();
   }
 }
@@ -536,6 +543,9 @@ std::string render_config(const config& c) {
     << "\napp_secret = " << masked(c.feishu.app_secret)
     << "\ntoken_url = " << quote(c.feishu.token_url) << "\n";
   o << "\n[log]\nlevel = " << quote(c.log.level) << "\n";
+  o << "\n[retention]\nsucceeded = " << quote(format_duration(c.retention.succeeded))
+    << "\ndead = " << quote(format_duration(c.retention.dead))
+    << "\ninterval = " << quote(format_duration(c.retention.interval)) << "\n";
   return o.str();
 }
 

@@ -103,6 +103,11 @@ struct config {
   struct log_section {
     std::string level = "info";
   } log;
+  struct retention_section {
+    millis succeeded{7 * 86'400'000LL};  // succeeded jobs are deleted this long after; 0 = kept
+    millis dead{30 * 86'400'000LL};      // dead and cancelled jobs; 0 = kept
+    millis interval{600'000};            // how often the daemon looks
+  } retention;
 };
 
 // Every problem found, each naming its key; thrown by load_config.

@@ -288,6 +288,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     f.last_error = step.reason;
     f.resource_key = job.resource_key;
     if (r) f.key_min_gap = r->cfg.key_min_gap;
+    // A succeeded job keeps no bot credentials in clear (its request is never sent again).
+    if (step.to == next_step::state::succeeded) f.scrubbed_request = scrub_request_secrets(job.request);
     // A /resend waiting for this job's first answer (Prefer: wait) hears it once it commits. A
     // try that sent nothing, or that is retried at once with a fresh token, is not that answer.
     std::shared_ptr<first_answer> answer;

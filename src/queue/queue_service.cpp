@@ -13,6 +13,9 @@ using namespace store;
 namespace {
 constexpr int purge_batch_rows = 500;
 constexpr int vacuum_step_pages = 128;
+// A job with an Idempotency-Key outlives every purge for this long, so that a repeat of the
+// request within it still answers the first job.
+constexpr millis idempotency_key_kept{24 * 3'600'000};
 }  // namespace
 
 queue_service::queue_service(queue_store& store, dispatcher* dispatch, const clock& clk,
@@ -90,12 +93,14 @@ asio::awaitable<action_result> queue_service::purge(millis older_than,
   if (purging_)
     co_return action_result{action_result::status::conflict, {}, "a purge is already running", 0};
   purging_ = true;
-  const auto cutoff = clk_.now() - older_than;
+  const auto now = clk_.now();
+  const auto cutoff = now - older_than;
+  const auto key_cutoff = now - idempotency_key_kept;
   std::int64_t total = 0;
   action_result out{action_result::status::done, {}, {}, 0};
   for (int batch = 1;; ++batch) {
     auto r = co_await await_callback<action_result>([&](auto done) {
-      store_.purge_batch(cutoff, states, purge_batch_rows, std::move(done));
+      store_.purge_batch(cutoff, key_cutoff, states, purge_batch_rows, std::move(done));
     });
     if (r.what != action_result::status::done) {
       out = r;
@@ -122,6 +127,21 @@ asio::awaitable<action_result> queue_service::purge(millis older_than,
                out.what == action_result::status::done ? "" : ", then failed: " + out.message);
   purging_ = false;
   co_return out;
+}
+
+asio::awaitable<std::int64_t> queue_service::apply_retention(millis succeeded, millis dead) {
+  std::int64_t total = 0;
+  const std::vector<std::pair<millis, std::vector<std::string>>> passes = {
+      {succeeded, {"succeeded"}}, {dead, {"dead", "cancelled"}}};
+  for (const auto& [age, states] : passes) {
+    if (age <= millis{0}) continue;
+    const auto r = co_await purge(age, states);
+    if (r.what == action_result::status::done)
+      total += r.count;
+    else
+      spdlog::warn("retention: skipped ({})", r.message);
+  }
+  co_return total;
 }
 
 asio::awaitable<readiness> queue_service::ready() {

@@ -46,6 +46,9 @@ class queue_service {
   // progress, then gives the space back. One purge at a time (else `conflict`).
   boost::asio::awaitable<store::action_result> purge(millis older_than,
                                                      std::vector<std::string> states);
+  // Retention: deletes succeeded jobs finished more than `succeeded` ago, dead and cancelled ones
+  // more than `dead` ago (0 = keep them), as purge does; skipped while another purge runs.
+  boost::asio::awaitable<std::int64_t> apply_retention(millis succeeded, millis dead);
   boost::asio::awaitable<readiness> ready();
 
   store::job_counts counts() const { return store_.counts(); }

@@ -570,11 +570,11 @@ void pg_store::enqueue(new_job job, sys_time now, gate g,
       [this, job = std::move(job), now, result](pg_connection& c) {
         const auto existing = [&]() {
           // The key is bound to the request: the same key with another body is a conflict.
-          auto q = c.run("SELECT id, state, request = $2 FROM jobs WHERE idempotency_key = $1",
-                         {*job.idempotency_key, job.request});
+          auto q = c.run("SELECT id, state, request FROM jobs WHERE idempotency_key = $1",
+                         {*job.idempotency_key});
           if (q.size() == 0) return false;
-          *result = {q.text(0, 2) == "t" ? enqueue_result::status::existing
-                                         : enqueue_result::status::conflict,
+          *result = {same_request(q.text(0, 2), job.request) ? enqueue_result::status::existing
+                                                             : enqueue_result::status::conflict,
                      q.text(0, 0), q.text(0, 1), {}};
           return true;
         };
@@ -782,11 +782,13 @@ void pg_store::finish(job_finish f, sys_time now, std::function<void(finish_resu
             "next_attempt_at = $3, attempts = greatest(attempts - $4::int, 0), "
             "free_attempts = free_attempts + $4::int, auth_refreshes = auth_refreshes + $5::int, "
             "updated_at = $6, finished_at = $7, last_status = $8, last_error = $9, "
-            "last_response = $10 WHERE id = $1 AND claim_no = $11 AND state = 'delivering'",
+            "last_response = $10, request = coalesce($12, request) "
+            "WHERE id = $1 AND claim_no = $11 AND state = 'delivering'",
             {f.id, f.next_state, iso(f.next_attempt_at), f.counted ? "0" : "1",
              f.auth_refresh ? "1" : "0", iso(now),
              final_state ? pg_param(iso(now)) : std::nullopt, opt_int(a.http_status),
-             text_or_null(f.last_error), text_or_null(a.response), std::to_string(f.claim_no)});
+             text_or_null(f.last_error), text_or_null(a.response), std::to_string(f.claim_no),
+             f.scrubbed_request});
         if (up.affected() == 1) {
           out->applied = true;
           out->state = f.next_state;
@@ -926,21 +928,22 @@ void pg_store::retry_dead(sys_time now, gate g, std::function<void(action_result
       });
 }
 
-void pg_store::purge_batch(sys_time cutoff, std::vector<std::string> states, int max_rows,
-                           std::function<void(action_result)> done) {
+void pg_store::purge_batch(sys_time cutoff, sys_time key_cutoff, std::vector<std::string> states,
+                           int max_rows, std::function<void(action_result)> done) {
   std::vector<std::string> allowed;
   for (const auto& s : states)
     if (s == "succeeded" || s == "dead" || s == "cancelled") allowed.push_back(s);
   auto gone = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   submit_action(
-      [cutoff, max_rows, gone, allowed = text_array(allowed)](pg_connection& c,
-                                                              action_result& r) {
+      [cutoff, key_cutoff, max_rows, gone, allowed = text_array(allowed)](pg_connection& c,
+                                                                          action_result& r) {
         gone->clear();
         c.run(purge_lock_sql);  // one daemon purges at a time
         auto q = c.run(
             "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < $1 AND "
-            "state = ANY($2::text[]) LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING state, route",
-            {iso(cutoff), allowed, std::to_string(max_rows)});
+            "state = ANY($2::text[]) AND (idempotency_key IS NULL OR created_at < $4) "
+            "LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING state, route",
+            {iso(cutoff), allowed, std::to_string(max_rows), iso(key_cutoff)});
         for (int i = 0; i < q.size(); ++i) gone->emplace_back(q.text(i, 0), q.text(i, 1));
         r = {action_result::status::done, {}, {}, std::int64_t(gone->size())};
       },

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "util/log.h"
 #include "util/time.h"
 
 namespace resendd::store {
@@ -52,7 +53,8 @@ struct new_job {
 };
 
 struct enqueue_result {
-  // existing: a repeated Idempotency-Key with the same request; conflict: with another request.
+  // existing: a repeated Idempotency-Key with the same request (same_request); conflict: with
+  // another request.
   enum class status { queued, existing, conflict, full, busy, failed } what = status::failed;
   std::string id;     // the new job's id, or the existing one for a repeated Idempotency-Key
   std::string state;  // for existing
@@ -112,6 +114,8 @@ struct job_finish {
   std::string last_error;
   std::optional<std::string> resource_key;
   millis key_min_gap{0};
+  // Replaces the stored request (a succeeded job's, with its credentials masked); nullopt: kept.
+  std::optional<std::string> scrubbed_request;
 };
 
 struct finish_result {
@@ -133,6 +137,14 @@ inline constexpr std::array<const char*, 5> job_states = {"queued", "delivering"
 
 // Jobs by (state, route), committed.
 using job_counts = std::map<std::pair<std::string, std::string>, std::int64_t>;
+
+// Whether a repeated Idempotency-Key comes with the request its job was stored with: the same
+// bytes, or the same bytes as they are kept once the job succeeded (credentials scrubbed).
+inline bool same_request(const std::string& stored, const std::string& repeated) {
+  if (stored == repeated) return true;
+  const auto scrubbed = scrub_request_secrets(repeated);
+  return scrubbed && *scrubbed == stored;
+}
 
 // The admin actions' rules, the same on every backend: nullopt = allowed, else the conflict.
 inline std::optional<action_result> cancel_refused(const std::string& state) {
@@ -192,9 +204,10 @@ class queue_store {
                      std::function<void(action_result)> done) = 0;
   virtual void retry_dead(sys_time now, gate g, std::function<void(action_result)> done) = 0;
   // Deletes at most `max_rows` jobs in `states` (finished states only) finished before `cutoff`,
-  // with their attempts, in one transaction; `count` says how many.
-  virtual void purge_batch(sys_time cutoff, std::vector<std::string> states, int max_rows,
-                           std::function<void(action_result)> done) = 0;
+  // with their attempts, in one transaction; `count` says how many. A job with an
+  // Idempotency-Key created after `key_cutoff` is kept (keys answer repeats for 24 h).
+  virtual void purge_batch(sys_time cutoff, sys_time key_cutoff, std::vector<std::string> states,
+                           int max_rows, std::function<void(action_result)> done) = 0;
   // Gives free space back to the file system in small steps; `count` = pages still free.
   virtual void reclaim_space(int max_pages, std::function<void(action_result)> done) = 0;
   // Proves the store can commit now: a no-op when the last commit succeeded, else a real write.

@@ -338,12 +338,12 @@ void sqlite_store::enqueue(new_job job, sys_time now, gate g,
         auto& st = *wstmts_;
         if (job.idempotency_key) {
           // The key is bound to the request: the same key with another body is a conflict.
-          auto& q = st("SELECT id, state, request = ?2 FROM jobs WHERE idempotency_key = ?1");
+          auto& q = st("SELECT id, state, request FROM jobs WHERE idempotency_key = ?1");
           q.bind(1, *job.idempotency_key);
-          q.bind(2, job.request);
           if (q.executeStep()) {
-            *result = {q.getColumn(2).getInt() ? enqueue_result::status::existing
-                                               : enqueue_result::status::conflict,
+            *result = {same_request(q.getColumn(2).getString(), job.request)
+                           ? enqueue_result::status::existing
+                           : enqueue_result::status::conflict,
                        q.getColumn(0).getString(), q.getColumn(1).getString(), {}};
             drain(q);
             return;
@@ -555,7 +555,8 @@ void sqlite_store::finish(job_finish f, sys_time now, std::function<void(finish_
                "next_attempt_at = ?3, attempts = max(attempts - ?4, 0), "
                "free_attempts = free_attempts + ?4, auth_refreshes = auth_refreshes + ?5, "
                "updated_at = ?6, finished_at = ?7, last_status = ?8, last_error = ?9, "
-               "last_response = ?10 WHERE id = ?1 AND claim_no = ?11 AND state = 'delivering'");
+               "last_response = ?10, request = coalesce(?12, request) "
+               "WHERE id = ?1 AND claim_no = ?11 AND state = 'delivering'");
         up.bind(1, f.id);
         up.bind(2, f.next_state);
         up.bind(3, to_iso8601(f.next_attempt_at));
@@ -567,6 +568,7 @@ void sqlite_store::finish(job_finish f, sys_time now, std::function<void(finish_
         bind_text_or_null(up, 9, f.last_error);
         bind_text_or_null(up, 10, a.response);
         up.bind(11, f.claim_no);
+        bind_opt(up, 12, f.scrubbed_request);
         if (up.exec() == 1) {
           out->applied = true;
           out->state = f.next_state;
@@ -721,22 +723,25 @@ void sqlite_store::retry_dead(sys_time now, gate g, std::function<void(action_re
       });
 }
 
-void sqlite_store::purge_batch(sys_time cutoff, std::vector<std::string> states, int max_rows,
+void sqlite_store::purge_batch(sys_time cutoff, sys_time key_cutoff,
+                               std::vector<std::string> states, int max_rows,
                                std::function<void(action_result)> done) {
   json allowed = json::array();
   for (const auto& s : states)
     if (s == "succeeded" || s == "dead" || s == "cancelled") allowed.push_back(s);
   auto gone = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
   submit_action(
-      [this, cutoff, max_rows, gone, allowed = allowed.dump()](SQLite::Database&,
-                                                                 action_result& r) {
+      [this, cutoff, key_cutoff, max_rows, gone, allowed = allowed.dump()](SQLite::Database&,
+                                                                             action_result& r) {
         auto& del = (*wstmts_)(
             "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished "
-            "WHERE finished_at < ?1 AND state IN (SELECT value FROM json_each(?2)) LIMIT ?3) "
+            "WHERE finished_at < ?1 AND state IN (SELECT value FROM json_each(?2)) "
+            "AND (idempotency_key IS NULL OR created_at < ?4) LIMIT ?3) "
             "RETURNING state, route");
         del.bind(1, to_iso8601(cutoff));
         del.bind(2, allowed);
         del.bind(3, max_rows);
+        del.bind(4, to_iso8601(key_cutoff));
         while (del.executeStep())
           gone->emplace_back(del.getColumn(0).getString(), del.getColumn(1).getString());
         r = {action_result::status::done, {}, {}, std::int64_t(gone->size())};

@@ -53,7 +53,7 @@ class sqlite_store final : public queue_store {
   void retry(std::string id, sys_time now, bool force, gate g,
              std::function<void(action_result)> done) override;
   void retry_dead(sys_time now, gate g, std::function<void(action_result)> done) override;
-  void purge_batch(sys_time cutoff, std::vector<std::string> states, int max_rows,
+  void purge_batch(sys_time cutoff, sys_time key_cutoff, std::vector<std::string> states, int max_rows,
                    std::function<void(action_result)> done) override;
   void reclaim_space(int max_pages, std::function<void(action_result)> done) override;
   void probe(gate g, std::function<void(std::string)> done) override;

@@ -112,6 +112,21 @@ void mask_job_secrets(nlohmann::json& job) {
     if (value.is_string() && is_secret_header(name)) value = mask_secret(value.get<std::string>());
 }
 
+std::optional<std::string> scrub_request_secrets(std::string_view request) {
+  if (!json_depth_within(request)) return std::nullopt;
+  auto req = nlohmann::json::parse(request, nullptr, false);
+  if (!req.is_object() || !req.contains("headers") || !req["headers"].is_object())
+    return std::nullopt;
+  bool changed = false;
+  for (auto& [name, value] : req["headers"].items())
+    if (value.is_string() && is_secret_header(name)) {
+      auto masked = mask_secret(value.get<std::string>());
+      if (masked != value.get<std::string>()) value = std::move(masked), changed = true;
+    }
+  if (!changed) return std::nullopt;
+  return req.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string mask_pg_url(const std::string& url) {
   if (auto u = boost::urls::parse_uri(url)) {
     boost::urls::url v = *u;

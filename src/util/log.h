@@ -2,6 +2,7 @@
 // Logging set-up and the helpers that keep secrets out of logs and admin output.
 // Logging goes through spdlog's default logger, configured once by the composition root (app/);
 // log calls never throw (spdlog swallows formatting errors and reports them itself).
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -31,4 +32,7 @@ std::string mask_response(std::string_view text, std::size_t max_bytes);
 namespace resendd {
 // A stored job as shown to operators: credential headers of its request masked in place.
 void mask_job_secrets(nlohmann::json& job);
+// A stored request (the /resend body) with its credential headers' values masked, for a job
+// that no longer needs them (it succeeded); nullopt when there is nothing to mask.
+std::optional<std::string> scrub_request_secrets(std::string_view request);
 }  // namespace resendd

@@ -14,6 +14,7 @@
 
 #include "store/pg.h"
 #include "support/harness.h"
+#include "util/time.h"
 
 using namespace resendd::test;
 using nlohmann::json;
@@ -461,4 +462,58 @@ TEST(QueueCore, CleanStopLeavesEverythingInTheDatabaseFile) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("no database at"), std::string::npos) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir.file("nowhere/resendd.db")));
+}
+
+TEST(QueueCore, RetentionDeletesWhatIsDueAndNothingElseAndTheFileShrinks) {
+  SQLITE_ONLY("written with SQL into the file; the file shrinks (PostgreSQL: autovacuum)");
+  temp_dir dir;
+  const std::string retention =
+      "[retention]\nsucceeded = \"30m\"\ndead = \"2h\"\ninterval = \"50ms\"\n";
+  dir.write("resendd.toml", local_config("", retention));
+  ASSERT_EQ(run_resendd(dir, {"migrate", "--config", dir.file("resendd.toml")}).status, 0);
+  const auto now = resendd::sys_time{std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now().time_since_epoch())};
+  const auto ago = [&](int minutes) {
+    return "'" + resendd::to_iso8601(now - std::chrono::minutes(minutes)) + "'";
+  };
+  {
+    SQLite::Database db(dir.file("var/resendd.db"), SQLite::OPEN_READWRITE);
+    const auto job = [&](const std::string& id, const std::string& state, int created_min,
+                         int finished_min, const std::string& key) {
+      db.exec(
+          "INSERT INTO jobs (id, state, route, method, location, request, idempotency_key, "
+          "next_attempt_at, created_at, updated_at, finished_at) VALUES ('" + id + "', '" +
+          state + "', 'local', 'POST', 'http://127.0.0.1:1/x', '{}', " +
+          (key.empty() ? "NULL" : "'" + key + "'") + ", " + ago(created_min) + ", " +
+          ago(created_min) + ", " + ago(created_min) + ", " +
+          (finished_min < 0 ? "NULL" : ago(finished_min)) + ")");
+    };
+    db.exec("BEGIN");
+    job("s-old", "succeeded", 120, 60, "");       // past 30m: deleted
+    job("s-new", "succeeded", 20, 10, "");        // kept
+    job("k-day", "succeeded", 120, 60, "key-1");  // past 30m, but its key is < 24 h old: kept
+    job("k-old", "succeeded", 26 * 60, 25 * 60, "key-2");  // key older than 24 h: deleted
+    job("d-old", "dead", 200, 180, "");           // past 2h: deleted
+    job("d-new", "dead", 70, 60, "");             // kept
+    job("c-old", "cancelled", 200, 180, "");      // deleted
+    job("q-old", "queued", 300, -1, "");          // never finished: kept
+    // Bulk, so that the file has something to give back.
+    db.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+        "INSERT INTO jobs (id, state, route, method, location, request, next_attempt_at, "
+        "created_at, updated_at, finished_at) SELECT printf('bulk-%05d', i), 'succeeded', "
+        "'local', 'POST', 'http://127.0.0.1:1/x', printf('{\"pad\":\"%0900d\"}', i), " +
+        ago(120) + ", " + ago(120) + ", " + ago(120) + ", " + ago(60) + " FROM n");
+    db.exec("COMMIT");
+    db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+  const auto size_before = std::filesystem::file_size(dir.file("var/resendd.db"));
+  daemon_process d(dir, local_config("", retention));
+  ASSERT_TRUE(d.wait_log("retention: 3004 finished job(s) deleted")) << d.log();
+  const auto left = sql_rows(d.db_path(), "select id from jobs order by id");
+  std::vector<std::string> ids;
+  for (const auto& r : left) ids.push_back(r[0]);
+  EXPECT_EQ(ids, (std::vector<std::string>{"d-new", "k-day", "q-old", "s-new"}));
+  const auto size_after = std::filesystem::file_size(d.db_path());
+  EXPECT_LT(size_after * 2, size_before) << size_before << " -> " << size_after;
 }

@@ -505,6 +505,13 @@ TEST(Resend, IdempotencyKeyReusedWithAnotherRequestIs422) {
   EXPECT_EQ(other.status, 422) << other.body;
   EXPECT_NE(other.body.find("idempotency_key_reused"), std::string::npos) << other.body;
   EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "1");
+  // Once the job succeeded (its stored credentials scrubbed) the same request is still a repeat.
+  ASSERT_TRUE(d.wait_log("job " + job_id(first) + " attempt 1: succeeded")) << d.log();
+  const auto late = post_resend(d, resend_body(dest.url("/x"), "a"), {{"Idempotency-Key", "k-1"}});
+  EXPECT_EQ(late.status, 202) << late.body;
+  EXPECT_EQ(job_id(late), job_id(first));
+  EXPECT_EQ(post_resend(d, resend_body(dest.url("/x"), "b"), {{"Idempotency-Key", "k-1"}}).status,
+            422);
 }
 
 TEST(Cli, VersionAndSighup) {
@@ -521,4 +528,26 @@ TEST(Cli, VersionAndSighup) {
   ASSERT_TRUE(d.wait_log_count("SIGHUP:", 2)) << d.log();
   d.send_signal(SIGTERM);
   EXPECT_EQ(d.wait_exit(), 0) << d.log();
+}
+
+TEST(Resend, ASucceededJobKeepsNoCredentialsInClear) {
+  temp_dir dir;
+  fake_server dest([&](const received& r) {
+    // The first job succeeds, the second is refused for good.
+    return r.target == "/ok" ? fake_reply{} : fake_reply{400, "no"};
+  });
+  daemon_process d(dir, local_config());
+  const auto ok = job_id(post_resend(d, resend_body(dest.url("/ok"))));
+  const auto bad = job_id(post_resend(d, resend_body(dest.url("/bad"))));
+  ASSERT_TRUE(d.wait_log("job " + ok + " attempt 1: succeeded")) << d.log();
+  ASSERT_TRUE(d.wait_log("job " + bad + " attempt 1: dead")) << d.log();
+  EXPECT_EQ(dest.requests()[0].header("authorization"), "Bearer t-secret-token-value-123456");
+  const auto stored = [&](const std::string& id) {
+    return sql_value(d.db_path(), "select request from jobs where id = '" + id + "'");
+  };
+  // Sent, then scrubbed: the succeeded job's stored request has the token masked ...
+  EXPECT_EQ(stored(ok).find("t-secret-token-value-123456"), std::string::npos) << stored(ok);
+  EXPECT_NE(stored(ok).find("X-Trace"), std::string::npos) << stored(ok);
+  // ... while a dead job keeps it, so that a retry can still send it.
+  EXPECT_NE(stored(bad).find("t-secret-token-value-123456"), std::string::npos);
 }

@@ -305,7 +305,7 @@ TEST(Store, PurgeInBatchesKeepsDeadUnlessAsked) {
   for (auto& j : c) finish_sync(*f, finished(j, j.id == "dead1" ? "dead" : "succeeded"));
   auto purge = [&](std::vector<std::string> states) {
     return wait_for<action_result>([&](auto done) {
-      f.s->purge_batch(t0 + millis{1}, states, 10, std::move(done));
+      f.s->purge_batch(t0 + millis{1}, t0 + millis{1}, states, 10, std::move(done));
     });
   };
   EXPECT_EQ(purge({"succeeded", "cancelled"}).count, 10);  // at most a batch
