@@ -2,7 +2,9 @@
 # Installs the Debian 12 packages resendd needs to build, run and test. Idempotent: it only asks
 # apt when something is missing. With --test also a PostgreSQL server (postgresql-15), which the
 # test run starts on a free port (scripts/pg_cluster.sh) for the PostgreSQL half of the suite and
-# the benchmarks; running resendd itself needs only the client library.
+# the benchmarks; running resendd itself needs only the client library. `systemd` brings
+# systemd-analyze, with which the tests check the unit file. The one list of packages: the
+# Dockerfile runs this script too.
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config ca-certificates openssl sqlite3
@@ -11,7 +13,13 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev curl
   clang libclang-rt-14-dev util-linux mount
 )
-[ "${1:-}" = "--test" ] && packages+=(postgresql-15)
+[ "${1:-}" = "--test" ] && packages+=(postgresql-15 systemd)
+# --runtime: only what the built binary needs to run (the Dockerfile's runtime stage), plus the
+# sqlite3 CLI for operators.
+[ "${1:-}" = "--runtime" ] && packages=(
+  ca-certificates sqlite3 libboost-url1.81.0 libssl3 libsqlite3-0 libpq5 libspdlog1.10 libfmt9
+  libre2-9 libsystemd0
+)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

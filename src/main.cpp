@@ -7,6 +7,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/url/parse.hpp>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <nlohmann/json.hpp>
@@ -29,7 +31,7 @@ namespace {
 
 struct cli_state {
   std::string config_file;
-  std::string state, id, older_than, url = "http://127.0.0.1:9000/healthz";
+  std::string state, id, older_than, url;  // url: healthcheck's; "" = from server.listen
   std::string purge_states = "succeeded,cancelled";
   int limit = 50;
   bool all_dead = false;
@@ -40,9 +42,19 @@ struct cli_state {
   int duration = 86399;
 };
 
+constexpr const char* installed_config = "/etc/resendd/resendd.toml";
+
 config load(const cli_state& s) {
   std::optional<std::filesystem::path> file;
-  if (!s.config_file.empty()) file = s.config_file;
+  if (!s.config_file.empty()) {
+    file = s.config_file;
+  } else if (const char* env = std::getenv("RESENDD_CONFIG"); env && *env) {
+    file = env;  // a missing file is an error, as with --config
+  } else if (std::error_code ec; std::filesystem::exists(installed_config, ec)) {
+    // Installed as a service (cmake --install): `resendd jobs list` on the VM reads the
+    // daemon's configuration, and so its database, without being told.
+    file = installed_config;
+  }
   auto env = process_environment();
   if (!s.key_file.empty()) env["JWT_PRIVATE_KEY_FILE"] = s.key_file, env.erase("JWT_PRIVATE_KEY");
   auto cfg = load_config(file, env);
@@ -204,6 +216,19 @@ int cmd_token(bool exchange, const cli_state& s) {
   return g.status == 0 ? 0 : 1;
 }
 
+// The daemon's /healthz as reached from this machine: server.listen, with a wildcard address
+// (0.0.0.0, ::) replaced by loopback.
+std::string health_url(const config& cfg) {
+  const auto& listen = cfg.server.listen;
+  const auto colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return "http://" + host + ":" + listen.substr(colon + 1) + "/healthz";
+}
+
 int cmd_healthcheck(const cli_state& s) {
   auto r = run_once<attempt_result>([&](asio::io_context& io) -> asio::awaitable<attempt_result> {
     http_client client(io.get_executor(), client_options{});
@@ -266,8 +291,8 @@ int main(int argc, char** argv) {
   tx->add_option("--duration", s.duration, "seconds asked for the access token")
       ->check(CLI::Range(1, 86399));
   auto* health = cli.add_subcommand("healthcheck", "exit 0 when the daemon answers /healthz");
-  health->add_option("--url", s.url);
-  for (auto* sub : {serve, migrate, check}) sub->fallthrough();
+  health->add_option("--url", s.url, "default: /healthz at server.listen of the config");
+  for (auto* sub : {serve, migrate, check, health}) sub->fallthrough();
   CLI11_PARSE(cli, argc, argv);
   s.all_dead = retry_state == "dead";
 
@@ -286,7 +311,10 @@ int main(int argc, char** argv) {
       setup_logging("warn");
       return cmd_token(bool(*tx), s);
     }
-    if (*health) return cmd_healthcheck(s);
+    if (*health) {
+      if (s.url.empty()) s.url = health_url(load(s));
+      return cmd_healthcheck(s);
+    }
     auto cfg = load(s);
     if (!setup_logging(cfg.log.level)) return std::cerr << "bad log level\n", 2;
     if (*migrate) {

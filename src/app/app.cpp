@@ -43,6 +43,15 @@ void notify_systemd([[maybe_unused]] const char* state) {
 #endif
 }
 
+// The watchdog interval the service manager asked for (WatchdogSec=), zero when none.
+std::chrono::microseconds watchdog_interval() {
+#ifdef RESENDD_HAVE_SYSTEMD
+  std::uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) > 0) return std::chrono::microseconds(usec);
+#endif
+  return {};
+}
+
 // Runs the io_context until it is stopped. An exception thrown inside a completion handler (Beast
 // throws from its parser on, say, an oversized trailer field) propagates out of run(): the
 // operation it belonged to is gone, and with it the coroutine waiting on it, whose frame is
@@ -194,7 +203,7 @@ int run_daemon(const config& cfg, const clock& clk) {
   // Shutdown: stop accepting, let deliveries finish within shutdown_grace, then stop. The
   // handler is installed before "listening on" is said, so no early SIGTERM is lost.
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  asio::steady_timer grace(io), idle_check(io), retention(io);
+  asio::steady_timer grace(io), idle_check(io), retention(io), heartbeat(io);
   // Once no delivery is in flight: wait for requests still being answered (a /resend waiting
   // for its commit), then stop. Checked every 10 ms; the grace timer bounds it.
   std::function<void()> stop_when_idle = [&] {
@@ -220,6 +229,7 @@ int run_daemon(const config& cfg, const clock& clk) {
     if (ec) return;
     hangups.cancel();
     retention.cancel();
+    heartbeat.cancel();
     spdlog::info("signal {}: shutting down (in flight: {})", sig, dispatch.in_flight());
     notify_systemd("STOPPING=1");
     server.stop();
@@ -261,6 +271,29 @@ int run_daemon(const config& cfg, const clock& clk) {
   };
   if (cfg.retention.succeeded > millis{0} || cfg.retention.dead > millis{0}) schedule_retention();
   notify_systemd("READY=1");
+  // Heartbeat from the event loop: WATCHDOG=1 at half the watchdog interval (a loop that stops
+  // turning stops pinging, and systemd restarts the daemon) and STATUS= with the queue's figures.
+  const auto watchdog = watchdog_interval();
+  const auto beat = watchdog.count() > 0
+                        ? std::chrono::duration_cast<std::chrono::milliseconds>(watchdog / 2)
+                        : std::chrono::milliseconds(10'000);
+  std::function<void()> heartbeat_tick = [&] {
+    std::int64_t queued = 0, delivering = 0;
+    for (const auto& [key, n] : queue.counts()) {
+      if (key.first == "queued") queued += n;
+      if (key.first == "delivering") delivering += n;
+    }
+    const std::string status = (watchdog.count() > 0 ? "WATCHDOG=1\n" : "") +
+                               std::string("STATUS=queued ") + std::to_string(queued) +
+                               ", delivering " + std::to_string(delivering) + ", in flight " +
+                               std::to_string(dispatch.in_flight());
+    notify_systemd(status.c_str());
+    heartbeat.expires_after(beat);
+    heartbeat.async_wait([&](const boost::system::error_code& e) {
+      if (!e) heartbeat_tick();
+    });
+  };
+  heartbeat_tick();
 
   // One thread runs all network I/O (server, client, timers): Beast streams and their timers are
   // not thread-safe, and the heavy work (SQLite commits) has its own thread in the store writer.

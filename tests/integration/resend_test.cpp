@@ -9,6 +9,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <condition_variable>
+#include <filesystem>
 #include <mutex>
 
 #include "support/harness.h"
@@ -524,6 +525,12 @@ TEST(Cli, VersionAndSighup) {
   d.send_signal(SIGHUP);
   ASSERT_TRUE(d.wait_log("SIGHUP: reloading the configuration is not supported")) << d.log();
   EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
+  // healthcheck finds the daemon from the config's listen (a wildcard address means loopback).
+  const auto port = std::to_string(d.port());
+  dir.write("h1.toml", "[server]\nlisten = \"127.0.0.1:" + port + "\"\n");
+  dir.write("h2.toml", "[server]\nlisten = \"0.0.0.0:" + port + "\"\napi_tokens = [\"t\"]\n");
+  EXPECT_EQ(run_resendd(dir, {"healthcheck", "--config", dir.file("h1.toml")}).status, 0);
+  EXPECT_EQ(run_resendd(dir, {"--config", dir.file("h2.toml"), "healthcheck"}).status, 0);
   d.send_signal(SIGHUP);
   ASSERT_TRUE(d.wait_log_count("SIGHUP:", 2)) << d.log();
   d.send_signal(SIGTERM);
@@ -550,4 +557,19 @@ TEST(Resend, ASucceededJobKeepsNoCredentialsInClear) {
   EXPECT_NE(stored(ok).find("X-Trace"), std::string::npos) << stored(ok);
   // ... while a dead job keeps it, so that a retry can still send it.
   EXPECT_NE(stored(bad).find("t-secret-token-value-123456"), std::string::npos);
+}
+
+TEST(Cli, WithoutConfigTheCliReadsTheServicesConfig) {
+  SQLITE_ONLY("the database file named by the config");
+  temp_dir dir;
+  // As /etc/resendd/resendd.toml would be on an installed VM (RESENDD_CONFIG stands in for it
+  // here; the default path is a constant in main.cpp).
+  dir.write("service.toml", "[store]\npath = \"" + dir.file("elsewhere.db") + "\"\n");
+  ASSERT_EQ(run_resendd(dir, {"migrate"}, {{"RESENDD_CONFIG", dir.file("service.toml")}}).status, 0);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("elsewhere.db")));
+  const auto r = run_resendd(dir, {"jobs", "list"}, {{"RESENDD_CONFIG", dir.file("service.toml")}});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("var/resendd.db")));  // not a second, empty one
+  // A RESENDD_CONFIG that names no file is an error, as --config is.
+  EXPECT_NE(run_resendd(dir, {"jobs", "list"}, {{"RESENDD_CONFIG", dir.file("none.toml")}}).status, 0);
 }
