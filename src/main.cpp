@@ -316,7 +316,8 @@ int main(int argc, char** argv) {
       return cmd_healthcheck(s);
     }
     auto cfg = load(s);
-    if (!setup_logging(cfg.log.level)) return std::cerr << "bad log level\n", 2;
+    if (!setup_logging(cfg.log.level, cfg.log.format))
+      return std::cerr << "bad log level or format\n", 2;
     if (*migrate) {
       system_clock_source clk;
       if (cfg.store.backend == "postgres") {

@@ -17,6 +17,7 @@
 #include "util/await.h"
 #include "util/json_depth.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 namespace resendd {
 
@@ -131,12 +132,36 @@ bool api::authorized(const incoming_request& req) const {
   return ok;
 }
 
+namespace {
+// The path as a metrics label: the endpoint, with job ids folded.
+std::string endpoint_of(const std::string& path) {
+  for (const char* p : {"/resend", "/token", "/jobs", "/healthz", "/readyz", "/metrics", "/jobs/retry", "/jobs/purge"})
+    if (path == p) return path;
+  if (path.starts_with("/jobs/")) return "/jobs/{id}";
+  return "other";
+}
+}  // namespace
+
 asio::awaitable<outgoing_response> api::handle(incoming_request req) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string endpoint = endpoint_of(path_of(req.target));
+  auto r = co_await route(std::move(req));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  metrics().count("resendd_http_requests_total", "HTTP requests answered, by endpoint and status.",
+                  {{"path", endpoint}, {"status", std::to_string(r.status)}});
+  metrics().observe("resendd_http_request_duration_seconds",
+                    "Time to answer an HTTP request (for /resend: up to its commit).",
+                    {{"path", endpoint}}, seconds);
+  co_return r;
+}
+
+asio::awaitable<outgoing_response> api::route(incoming_request req) {
   const std::string path = path_of(req.target);
   const auto& m = req.method;
   if (path == "/healthz" && m == "GET") co_return json_ok(200, {{"status", "ok"}});
   if (path == "/readyz" && m == "GET") co_return co_await readyz();
-  if (path == "/metrics" && m == "GET") co_return metrics();
+  if (path == "/metrics" && m == "GET") co_return co_await render_metrics();
   if (path == "/token") {
     if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
     // Anyone who knows the app id (it is the JWT's iss) could mint tokens: beyond loopback the
@@ -201,7 +226,11 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
   switch (r.what) {
     case st::queued:
     case st::existing: {
-      if (r.what == st::queued) spdlog::info("job {} queued on route {}", r.id, route);
+      if (r.what == st::queued) {
+        spdlog::info("job {} queued on route {}", r.id, route);
+        metrics().count("resendd_accepted_total", "Jobs accepted by /resend, by route.",
+                        {{"route", route}});
+      }
       if (got && got->status > 0) co_return first_answer_response(r.id, *got, *wait);
       auto res = json_ok(202, {{"id", r.id}, {"state", r.state}});
       res.headers.emplace_back("Location", "/jobs/" + r.id);
@@ -373,8 +402,19 @@ asio::awaitable<outgoing_response> api::token(const incoming_request& req) {
 }
 
 // From counters kept in memory (moved at every commit): no table scan, no store call.
-outgoing_response api::metrics() {
+asio::awaitable<outgoing_response> api::render_metrics() {
   std::ostringstream o;
+  // The age of the oldest queued job (one index seek; omitted when the store does not answer).
+  const auto oldest = co_await s_.queue.oldest_queued();
+  if (oldest.error.empty() && oldest.value) {
+    double age = 0;
+    if (oldest.value->is_string())
+      if (auto t = from_iso8601(oldest.value->get<std::string>()))
+        age = std::max(0.0, std::chrono::duration<double>(s_.clk.now() - *t).count());
+    metrics().set("resendd_oldest_queued_age_seconds",
+                  "Age of the oldest queued job (0 when none is queued).", {}, age);
+  }
+  metrics().render(o);
   o << "# HELP resendd_jobs Jobs in the store by state and route.\n# TYPE resendd_jobs gauge\n";
   const auto counts = s_.queue.counts();
   std::map<std::string, std::int64_t> by_state;
@@ -390,16 +430,13 @@ outgoing_response api::metrics() {
   o << "# HELP resendd_deliveries_in_flight Deliveries in flight.\n# TYPE "
        "resendd_deliveries_in_flight gauge\n"
     << "resendd_deliveries_in_flight " << s_.dispatch.in_flight() << "\n"
-    << "# HELP resendd_attempts_total Attempts finished since start.\n# TYPE "
-       "resendd_attempts_total counter\n"
-    << "resendd_attempts_total " << s_.dispatch.delivered() << "\n"
     << "# HELP resendd_store_commits_total Store transactions committed since start.\n"
     << "# TYPE resendd_store_commits_total counter\nresendd_store_commits_total "
     << s_.queue.commits() << "\n";
   outgoing_response r;
   r.body = o.str();
   r.content_type = "text/plain; version=0.0.4";
-  return r;
+  co_return r;
 }
 
 }  // namespace resendd

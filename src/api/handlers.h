@@ -49,7 +49,8 @@ class api {
   boost::asio::awaitable<outgoing_response> bulk_action(const std::string& action,
                                                         const std::string& target);
   boost::asio::awaitable<outgoing_response> readyz();
-  outgoing_response metrics();
+  boost::asio::awaitable<outgoing_response> route(incoming_request req);
+  boost::asio::awaitable<outgoing_response> render_metrics();
   bool authorized(const incoming_request& req) const;
 
   api_services s_;

@@ -29,6 +29,7 @@
 #include "store/sqlite_store.h"
 #include "token/token_service.h"
 #include "util/log.h"
+#include "util/metrics.h"
 
 namespace resendd {
 
@@ -252,6 +253,8 @@ int run_daemon(const config& cfg, const clock& clk) {
                routes.all().size(), cfg.delivery.defaults.concurrency);
   store.on_wake([&dispatch] { dispatch.wake(); });  // another daemon queued a job or freed a slot
   dispatch.start();
+  metrics().set("resendd_build_info", "The running build; the value is always 1.",
+                {{"version", RESENDD_VERSION}}, 1);
   // Retention: a pass every retention.interval deletes finished jobs past their keep time.
   std::function<void()> schedule_retention = [&] {
     retention.expires_after(cfg.retention.interval);

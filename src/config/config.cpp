@@ -281,6 +281,7 @@ void read_document(const toml::value& root, config& c, problems& errs) {
   if (auto* v = section("log")) {
     table_reader t(*v, "log", errs);
     t.string("level", c.log.level);
+    t.string("format", c.log.format);
     t.finish();
   }
   if (auto* v = section("retention")) {
@@ -441,6 +442,8 @@ config finish(config c, const environment& env, problems errs) {
                                                "error", "critical", "off"};
   if (!levels.count(c.log.level))
     errs.push_back("log.level: must be one of trace, debug, info, warn, error, critical, off");
+  if (c.log.format != "text" && c.log.format != "json")
+    errs.push_back("log.format: must be \"text\" or \"json\"");
   if (!errs.empty()) throw config_error(std::move(errs));
   return c;
 }
@@ -542,7 +545,7 @@ std::string render_config(const config& c) {
   o << "\n[feishu]\napp_id = " << quote(c.feishu.app_id)
     << "\napp_secret = " << masked(c.feishu.app_secret)
     << "\ntoken_url = " << quote(c.feishu.token_url) << "\n";
-  o << "\n[log]\nlevel = " << quote(c.log.level) << "\n";
+  o << "\n[log]\nlevel = " << quote(c.log.level) << "\nformat = " << quote(c.log.format) << "\n";
   o << "\n[retention]\nsucceeded = " << quote(format_duration(c.retention.succeeded))
     << "\ndead = " << quote(format_duration(c.retention.dead))
     << "\ninterval = " << quote(format_duration(c.retention.interval)) << "\n";

@@ -102,6 +102,7 @@ struct config {
   } feishu;
   struct log_section {
     std::string level = "info";
+    std::string format = "text";  // "text" | "json" (one JSON object a line)
   } log;
   struct retention_section {
     millis succeeded{7 * 86'400'000LL};  // succeeded jobs are deleted this long after; 0 = kept

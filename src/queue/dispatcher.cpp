@@ -16,6 +16,7 @@
 #include "queue/routes.h"
 #include "store/queue_store.h"
 #include "token/credentials.h"
+#include "util/metrics.h"
 #include "util/await.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -322,6 +323,16 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       }
       if (res.error.empty()) {
         log_finish(f, v, step, res, tries);
+        metrics().count("resendd_attempts_total",
+                        "Attempts whose outcome committed, by route and outcome.",
+                        {{"route", f.route}, {"outcome", f.attempt.outcome}});
+        metrics().observe("resendd_attempt_duration_seconds",
+                          "One attempt, from connect to the answer's last byte, by route.",
+                          {{"route", f.route}},
+                          std::chrono::duration<double>(f.attempt.duration).count());
+        if (res.applied && f.next_state != "queued")
+          metrics().count("resendd_jobs_finished_total", "Jobs that ended, by route and state.",
+                          {{"route", f.route}, {"state", f.next_state}});
         if (answer) {
           answer->state = res.state;
           answers->report(f.id, std::move(*answer));
@@ -342,6 +353,11 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   static void log_finish(const store::job_finish& f, const verdict& v, const next_step& step,
                          const store::finish_result& res, int tries) {
     const auto n = res.attempt_no;
+    // Every line ends with where the job goes and what the attempt saw.
+    const std::string seen =
+        " [route " + f.route +
+        (f.attempt.http_status ? ", HTTP " + std::to_string(*f.attempt.http_status) : "") + ", " +
+        std::to_string(f.attempt.duration.count()) + " ms]";
     if (tries > 1) spdlog::info("job {}: attempt {} recorded after {} tries", f.id, n, tries);
     if (!res.applied) {
       if (res.state == "succeeded")
@@ -351,12 +367,12 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
                      "claimed again meanwhile",
                      f.id, n, to_string(v.kind));
     } else if (step.to == next_step::state::dead) {
-      spdlog::warn("job {} attempt {}: dead: {}", f.id, n, step.reason);
+      spdlog::warn("job {} attempt {}: dead: {}{}", f.id, n, step.reason, seen);
     } else if (step.to == next_step::state::succeeded) {
-      spdlog::info("job {} attempt {}: succeeded ({})", f.id, n, v.reason);
+      spdlog::info("job {} attempt {}: succeeded ({}){}", f.id, n, v.reason, seen);
     } else {
-      spdlog::info("job {} attempt {}: {} ({}), next at {}", f.id, n, to_string(v.kind), v.reason,
-                   to_iso8601(step.next_attempt_at));
+      spdlog::info("job {} attempt {}: {} ({}), next at {}{}", f.id, n, to_string(v.kind),
+                   v.reason, to_iso8601(step.next_attempt_at), seen);
     }
   }
 };

@@ -4,6 +4,7 @@
 
 #include "queue/dispatcher.h"
 #include "util/await.h"
+#include "util/metrics.h"
 
 namespace resendd {
 
@@ -26,9 +27,14 @@ asio::awaitable<enqueue_result> queue_service::enqueue(new_job job) {
   auto g = make_gate();
   const auto now = clk_.now();
   const std::function<bool()> give_up = [g] { return abandon(g); };
+  const auto t0 = std::chrono::steady_clock::now();
   auto r = co_await await_callback_for<enqueue_result>(
       [&](auto done) { store_.enqueue(std::move(job), now, g, std::move(done)); }, t_.commit,
       give_up);
+  if (r && r->what == enqueue_result::status::queued)
+    metrics().observe("resendd_commit_duration_seconds",
+                      "From handing a job to the store to its commit (fsync'd).", {},
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   if (!r)
     co_return enqueue_result{enqueue_result::status::busy, {}, {},
                              "the store did not commit within " + format_duration(t_.commit)};
@@ -51,6 +57,12 @@ asio::awaitable<read_result> queue_service::list(std::string state, int limit) {
   auto r = co_await await_callback_for<read_result>(
       [&](auto done) { store_.list(std::move(state), limit, std::move(done)); }, t_.admin,
       stop_waiting);
+  co_return r ? *r : read_result{std::nullopt, "the store did not answer in time"};
+}
+
+asio::awaitable<read_result> queue_service::oldest_queued() {
+  auto r = co_await await_callback_for<read_result>(
+      [&](auto done) { store_.oldest_queued(std::move(done)); }, t_.admin, stop_waiting);
   co_return r ? *r : read_result{std::nullopt, "the store did not answer in time"};
 }
 

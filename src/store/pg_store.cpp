@@ -1043,4 +1043,18 @@ void pg_store::list(std::string state, int limit, std::function<void(read_result
   if (!taken) done({std::nullopt, "too many reads waiting; try again"});
 }
 
+void pg_store::oldest_queued(std::function<void(read_result)> done) {
+  const bool taken = reader_->post([done](pg_connection& c) {
+    read_result r;
+    try {
+      auto q = c.run("SELECT resendd_ts(min(created_at)) FROM jobs WHERE state = 'queued'");
+      r.value = q.size() && !q.null(0, 0) ? json(q.text(0, 0)) : json(nullptr);
+    } catch (const std::exception& e) {
+      r.error = e.what();
+    }
+    done(std::move(r));
+  });
+  if (!taken) done({std::nullopt, "too many reads waiting; try again"});
+}
+
 }  // namespace resendd::store

@@ -223,6 +223,8 @@ class queue_store {
   // --- reads (asynchronous, never on the writer) ---
   virtual void job(std::string id, std::function<void(read_result)> done) = 0;
   virtual void list(std::string state, int limit, std::function<void(read_result)> done) = 0;
+  // When the oldest queued job was created (ISO-8601 text), or null when none is queued.
+  virtual void oldest_queued(std::function<void(read_result)> done) = 0;
 
   // --- in memory ---
   virtual job_counts counts() const = 0;

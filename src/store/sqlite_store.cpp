@@ -867,4 +867,20 @@ void sqlite_store::list(std::string state, int limit, std::function<void(read_re
   if (!taken) done({std::nullopt, "too many reads waiting; try again"});
 }
 
+void sqlite_store::oldest_queued(std::function<void(read_result)> done) {
+  const bool taken = reader_->post([done](SQLite::Database& db) {
+    read_result r;
+    try {
+      // The first entry of jobs_state_created for the state: one index seek.
+      SQLite::Statement q(db, "SELECT min(created_at) FROM jobs WHERE state = 'queued'");
+      r.value = q.executeStep() && !q.getColumn(0).isNull() ? json(q.getColumn(0).getString())
+                                                             : json(nullptr);
+    } catch (const std::exception& e) {
+      r.error = e.what();
+    }
+    done(std::move(r));
+  });
+  if (!taken) done({std::nullopt, "too many reads waiting; try again"});
+}
+
 }  // namespace resendd::store

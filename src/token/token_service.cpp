@@ -8,6 +8,7 @@
 #include "http/client.h"
 #include "util/await.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/random.h"
 
 namespace resendd {
@@ -27,6 +28,13 @@ millis refresh_margin(const token_grant& g) {
 constexpr millis min_left{30'000};
 constexpr millis refresh_backoff_first{1'000};
 constexpr millis refresh_backoff_cap{60'000};
+
+// Token cache lookups for /metrics: hit (a cached token served), miss (an exchange started),
+// failure (an exchange failed). The key's first line is the kind (coze, feishu).
+void count_lookup(const std::string& key, const char* result) {
+  metrics().count("resendd_token_cache_total", "Token cache lookups by kind and result.",
+                  {{"kind", key.substr(0, key.find('\n'))}, {"result", result}});
+}
 
 token_grant failure(int status, std::string error, json body = nullptr) {
   token_grant g;
@@ -83,13 +91,19 @@ token_service::lookup token_service::begin(const std::string& key) {
   if (auto it = cache_.find(key); it != cache_.end()) {
     const auto& c = it->second;
     const auto left = c.grant.expires_at - now;
-    if (left >= refresh_margin(c.grant)) return {c.grant, nullptr, false};
+    if (left >= refresh_margin(c.grant)) {
+      count_lookup(key, "hit");
+      return {c.grant, nullptr, false};
+    }
     if (left < min_left) {
       cache_.erase(it);
     } else {
       // Due for refresh but still good: it serves while someone refreshes, or while a failed
       // refresh is backed off; the caller who finds it due and idle refreshes it.
-      if (flights_.count(key) || now < c.next_refresh) return {c.grant, nullptr, false};
+      if (flights_.count(key) || now < c.next_refresh) {
+        count_lookup(key, "hit");
+        return {c.grant, nullptr, false};
+      }
       fallback = c.grant;
     }
   }
@@ -97,6 +111,7 @@ token_service::lookup token_service::begin(const std::string& key) {
   if (slot) return {std::nullopt, slot, false};
   slot = std::make_shared<flight>();
   ++exchanges_;
+  count_lookup(key, "miss");
   return {std::nullopt, slot, true, std::move(fallback)};
 }
 
@@ -107,11 +122,14 @@ void token_service::complete(const std::string& key, const std::shared_ptr<fligh
     std::lock_guard lock(mutex_);
     if (g.status == 0) {
       cache_[key] = cached{g, {}, millis{0}};  // errors are never cached ...
-    } else if (auto it = cache_.find(key); it != cache_.end()) {
-      // ... but a token with time left stays, and its refresh waits a while before trying again.
-      auto& c = it->second;
-      c.backoff = std::clamp(c.backoff * 2, refresh_backoff_first, refresh_backoff_cap);
-      c.next_refresh = clk_.now() + c.backoff;
+    } else {
+      count_lookup(key, "failure");
+      if (auto it = cache_.find(key); it != cache_.end()) {
+        // ... but a token with time left stays, and its refresh waits before trying again.
+        auto& c = it->second;
+        c.backoff = std::clamp(c.backoff * 2, refresh_backoff_first, refresh_backoff_cap);
+        c.next_refresh = clk_.now() + c.backoff;
+      }
     }
     f->done = true;
     f->result = g;

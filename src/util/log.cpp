@@ -1,6 +1,8 @@
 #include "util/log.h"
 
 #include <openssl/crypto.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -8,14 +10,57 @@
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
 #include <cctype>
+#include <cstdlib>
 
 namespace resendd {
 
-bool setup_logging(std::string_view level) {
+namespace {
+
+// `%*`: the line's syslog priority as journald reads it from a stream ("<6>"), so that the
+// journal keeps each line's level (journalctl -p warning works).
+class journald_priority final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    static constexpr const char* prio[] = {"<7>", "<7>", "<6>", "<4>", "<3>", "<2>", "<6>"};
+    const std::string_view p = prio[std::min<int>(int(msg.level), 6)];
+    dest.append(p.data(), p.data() + p.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<journald_priority>();
+  }
+};
+
+// `%J`: the message as a JSON string (quoted and escaped), for log.format = "json".
+class json_message final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const auto text = nlohmann::json(std::string(msg.payload.data(), msg.payload.size()))
+                          .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    dest.append(text.data(), text.data() + text.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<json_message>();
+  }
+};
+
+}  // namespace
+
+bool setup_logging(std::string_view level, std::string_view format) {
   const auto lvl = spdlog::level::from_str(std::string(level));
   if (lvl == spdlog::level::off && level != "off") return false;
+  if (format != "text" && format != "json") return false;
   auto logger = spdlog::stderr_color_mt("resendd");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+  // Under systemd (stderr is a journal stream) each line starts with its priority.
+  const bool journald = std::getenv("JOURNAL_STREAM") != nullptr;
+  const std::string prefix = journald ? "%*" : "";
+  auto f = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  f->add_flag<journald_priority>('*').add_flag<json_message>('J');
+  f->set_pattern(format == "json"
+                     ? prefix + R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","msg":%J})"
+                     : prefix + "%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v");
+  logger->set_formatter(std::move(f));
   logger->set_level(lvl);
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);

@@ -9,7 +9,9 @@
 namespace resendd {
 
 // Levels: trace, debug, info, warn, error, critical, off. Returns false for an unknown level.
-bool setup_logging(std::string_view level);
+// `format`: "text" (a line of time, level, message) or "json" (one object a line: time, level,
+// msg). False for an unknown level or format.
+bool setup_logging(std::string_view level, std::string_view format = "text");
 
 // "Bearer abcd…(41 chars)" style: enough to tell two secrets apart, not enough to use one.
 std::string mask_secret(std::string_view secret);

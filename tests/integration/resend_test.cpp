@@ -10,6 +10,7 @@
 #include <boost/asio/write.hpp>
 #include <condition_variable>
 #include <filesystem>
+#include <sstream>
 #include <mutex>
 
 #include "support/harness.h"
@@ -572,4 +573,72 @@ TEST(Cli, WithoutConfigTheCliReadsTheServicesConfig) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("var/resendd.db")));  // not a second, empty one
   // A RESENDD_CONFIG that names no file is an error, as --config is.
   EXPECT_NE(run_resendd(dir, {"jobs", "list"}, {{"RESENDD_CONFIG", dir.file("none.toml")}}).status, 0);
+}
+
+TEST(Metrics, ParseStrictlyAndMove) {
+  temp_dir dir;
+  fake_server dest;
+  daemon_process d(dir, local_config("retry_base = \"1m\"\nretry_cap = \"1m\""));
+  auto m = scrape_metrics(d, dir);
+  ASSERT_FALSE(m.empty()) << "the exposition did not parse; see " << dir.file("metrics.txt");
+  for (const auto& [k, v] : m) EXPECT_FALSE(std::isnan(v)) << k;
+  EXPECT_EQ(m["resendd_build_info{version=" RESENDD_VERSION "}"], 1);
+  EXPECT_EQ(m.count("resendd_accepted_total{route=local}"), 0u);
+  EXPECT_EQ(m["resendd_oldest_queued_age_seconds{}"], 0);
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+  EXPECT_EQ(post_resend(d, {{"location", 1}}).status, 400);
+  m = scrape_metrics(d, dir);
+  ASSERT_FALSE(m.empty());
+  EXPECT_EQ(m["resendd_accepted_total{route=local}"], 1);
+  EXPECT_EQ(m["resendd_attempts_total{outcome=succeeded,route=local}"], 1);
+  EXPECT_EQ(m["resendd_jobs_finished_total{route=local,state=succeeded}"], 1);
+  EXPECT_EQ(m["resendd_attempt_duration_seconds_count{route=local}"], 1);
+  EXPECT_EQ(m["resendd_commit_duration_seconds_count{}"], 1);
+  EXPECT_EQ(m["resendd_http_requests_total{path=/resend,status=202}"], 1);
+  EXPECT_EQ(m["resendd_http_requests_total{path=/resend,status=400}"], 1);
+  EXPECT_EQ(m["resendd_http_request_duration_seconds_count{path=/resend}"], 2);
+  EXPECT_EQ(m["resendd_jobs{route=local,state=succeeded}"], 1);
+  // A job that waits (a minute, after a 503) shows its age.
+  fake_server down([](const received&) { return fake_reply{503, "later"}; });
+  post_resend(d, resend_body(down.url("/x")));
+  ASSERT_TRUE(d.wait_log(": retry")) << d.log();
+  m = scrape_metrics(d, dir);
+  EXPECT_EQ(m["resendd_accepted_total{route=local}"], 2);
+  EXPECT_EQ(m["resendd_attempts_total{outcome=retry,route=local}"], 1);
+  EXPECT_GT(m["resendd_oldest_queued_age_seconds{}"], 0);
+}
+
+TEST(Logs, JsonLinesCarryTheirJournaldPriority) {
+  temp_dir dir;
+  fake_server dest([](const received& r) {
+    return r.target == "/ok" ? fake_reply{} : fake_reply{400, "no \"quotes\" here"};
+  });
+  // JOURNAL_STREAM is what systemd sets when stderr goes to the journal.
+  daemon_process d(dir, local_config("", "[log]\nformat = \"json\"\n"),
+                   {{"JOURNAL_STREAM", "8:12345"}});
+  const auto ok = job_id(post_resend(d, resend_body(dest.url("/ok"))));
+  const auto bad = job_id(post_resend(d, resend_body(dest.url("/bad"))));
+  ASSERT_TRUE(d.wait_log("job " + ok + " attempt 1: succeeded")) << d.log();
+  ASSERT_TRUE(d.wait_log("job " + bad + " attempt 1: dead")) << d.log();
+  std::istringstream lines(d.log());
+  int n = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    ++n;
+    ASSERT_GE(line.size(), 3u);
+    ASSERT_TRUE(line[0] == '<' && std::isdigit(static_cast<unsigned char>(line[1])) && line[2] == '>')
+        << line;
+    const auto j = json::parse(line.substr(3), nullptr, false);
+    ASSERT_TRUE(j.is_object()) << line;
+    EXPECT_TRUE(j.contains("time") && j.contains("level") && j["msg"].is_string()) << line;
+    const auto msg = j["msg"].get<std::string>();
+    if (msg.find("attempt 1: dead") != std::string::npos) {
+      EXPECT_EQ(line.substr(0, 3), "<4>") << line;
+    }
+    if (msg.find("attempt 1: succeeded") != std::string::npos) {
+      EXPECT_EQ(line.substr(0, 3), "<6>") << line;
+    }
+  }
+  EXPECT_GE(n, 4);
 }

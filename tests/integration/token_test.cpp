@@ -62,6 +62,11 @@ TEST(Token, ConcurrentCallsShareOneExchange) {
   EXPECT_EQ(http_call(d.port(), "POST", "/token", token_request().dump()).status, 200);
   EXPECT_EQ(coze.exchanges(), 1);
   EXPECT_EQ(d.log().find("czs_token_1"), std::string::npos);  // tokens never logged
+  // /metrics counts the one exchange (a miss) and the cached answers (hits).
+  auto m = scrape_metrics(d, dir);
+  EXPECT_EQ(m["resendd_token_cache_total{kind=coze,result=miss}"], 1);
+  EXPECT_GE(m["resendd_token_cache_total{kind=coze,result=hit}"], 1);
+  EXPECT_EQ(m.count("resendd_token_cache_total{kind=coze,result=failure}"), 0u);
 }
 
 TEST(Token, OnAPublicListenerTokenNeedsABearerUnlessTokenPublic) {

@@ -2,10 +2,15 @@
 // Helpers shared by the integration tests: configs for a daemon delivering to fake destinations
 // on 127.0.0.1, and /resend bodies.
 #include <nlohmann/json.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
 #include <string>
 
 #include "support/daemon.h"
 #include "support/fake_server.h"
+#include "support/temp_dir.h"
 
 namespace resendd::test {
 
@@ -60,6 +65,26 @@ inline std::vector<std::vector<std::string>> attempt_rows(const daemon_process& 
                                                           const std::string& columns) {
   return sql_rows(d.db_path(),
                   "select " + columns + " from attempts where job_id = '" + id + "' order by n");
+}
+
+}  // namespace resendd::test
+
+namespace resendd::test {
+
+// GET /metrics, read by scripts/parse_metrics.py (prometheus_client's parser plus stricter
+// checks): every sample as "name{k=v,...}" -> value. Empty when the text does not parse.
+inline std::map<std::string, double> scrape_metrics(const daemon_process& d, const temp_dir& dir) {
+  const auto a = http_call(d.port(), "GET", "/metrics");
+  dir.write("metrics.txt", a.body);
+  const std::string cmd = std::string(RESENDD_SOURCE_DIR) + "/scripts/parse_metrics.py < " +
+                          dir.file("metrics.txt") + " > " + dir.file("metrics.json");
+  if (std::system(cmd.c_str()) != 0) return {};
+  std::ifstream in(dir.file("metrics.json"));
+  std::map<std::string, double> out;
+  const auto parsed = nlohmann::json::parse(in);
+  for (const auto& [k, v] : parsed.items())
+    out[k] = v.is_number() ? v.get<double>() : std::nan("");
+  return out;
 }
 
 }  // namespace resendd::test
