@@ -123,86 +123,76 @@ TEST(Token, NotConfiguredAnswers503) {
   EXPECT_EQ(http_call(d.port(), "POST", "/token", token_request().dump()).status, 503);
 }
 
-TEST(Token, CacheRefreshesNearExpiryOnTheManualClock) {
+namespace {
+// A token service on a manual clock, against a fake Coze that lives at the same time.
+struct clocked_tokens {
   temp_dir dir;
-  const auto keys = make_rsa_pair(dir);
-  fake_coze coze(keys.public_pem, kid, app_id);
-  const auto real_now = std::chrono::duration_cast<std::chrono::seconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
-  coze.set_now(real_now);
-  config cfg;
-  cfg.coze.app_id = app_id;
-  cfg.coze.token_url = coze.url();
-  cfg.coze.private_key_pem = keys.private_pem;
-  manual_clock clk(sys_time{std::chrono::seconds{real_now}});
+  rsa_pair keys = make_rsa_pair(dir);
+  fake_coze coze{keys.public_pem, kid, app_id};
+  std::int64_t real_now = std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+  config cfg = [this] {
+    config c;
+    c.coze.app_id = app_id;
+    c.coze.token_url = coze.url();
+    c.coze.private_key_pem = keys.private_pem;
+    return c;
+  }();
+  manual_clock clk{sys_time{std::chrono::seconds{real_now}}};
   boost::asio::io_context io;
-  http_client client(io.get_executor(), client_options{});
-  token_service tokens(cfg, client, clk);
-  auto get = [&] {
+  http_client client{io.get_executor(), client_options{}};
+  token_service tokens{cfg, client, clk};
+
+  clocked_tokens() { coze.set_now(real_now); }
+  token_grant get() {
     auto f = boost::asio::co_spawn(io, tokens.coze_token(kid, 900), boost::asio::use_future);
     io.restart();
     io.run();
     return f.get();
-  };
-  EXPECT_EQ(get().token, "czs_token_1");
-  clk.advance(std::chrono::seconds{700});  // 200 s left: more than max(60 s, 90 s)
-  coze.set_now(real_now + 700);
-  EXPECT_EQ(get().token, "czs_token_1");
-  clk.advance(std::chrono::seconds{120});  // 80 s left: inside the margin
-  coze.set_now(real_now + 820);
-  EXPECT_EQ(get().token, "czs_token_2");
-  EXPECT_EQ(coze.exchanges(), 2);
+  }
+  // Both clocks to `s` seconds after the start.
+  void at(std::int64_t s) {
+    clk.set(sys_time{std::chrono::seconds{real_now + s}});
+    coze.set_now(real_now + s);
+  }
+};
+}  // namespace
+
+TEST(Token, CacheRefreshesNearExpiryOnTheManualClock) {
+  clocked_tokens t;
+  EXPECT_EQ(t.get().token, "czs_token_1");
+  t.at(700);  // 200 s left: more than max(60 s, 90 s)
+  EXPECT_EQ(t.get().token, "czs_token_1");
+  t.at(820);  // 80 s left: inside the margin
+  EXPECT_EQ(t.get().token, "czs_token_2");
+  EXPECT_EQ(t.coze.exchanges(), 2);
 }
 
 TEST(Token, AFailedRefreshKeepsServingTheCachedTokenAndBacksOff) {
-  temp_dir dir;
-  const auto keys = make_rsa_pair(dir);
-  fake_coze coze(keys.public_pem, kid, app_id);
-  const auto real_now = std::chrono::duration_cast<std::chrono::seconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
-  coze.set_now(real_now);
-  config cfg;
-  cfg.coze.app_id = app_id;
-  cfg.coze.token_url = coze.url();
-  cfg.coze.private_key_pem = keys.private_pem;
-  manual_clock clk(sys_time{std::chrono::seconds{real_now}});
-  boost::asio::io_context io;
-  http_client client(io.get_executor(), client_options{});
-  token_service tokens(cfg, client, clk);
-  auto get = [&] {
-    auto f = boost::asio::co_spawn(io, tokens.coze_token(kid, 900), boost::asio::use_future);
-    io.restart();
-    io.run();
-    return f.get();
-  };
-  const auto at = [&](std::int64_t s) {
-    clk.set(sys_time{std::chrono::seconds{real_now + s}});
-    coze.set_now(real_now + s);
-  };
-  EXPECT_EQ(get().token, "czs_token_1");
-  at(820);  // 80 s left: due for refresh, still good
-  coze.refuse(true);
-  auto g = get();
+  clocked_tokens t;
+  EXPECT_EQ(t.get().token, "czs_token_1");
+  t.at(820);  // 80 s left: due for refresh, still good
+  t.coze.refuse(true);
+  auto g = t.get();
   EXPECT_EQ(g.status, 0) << g.error;
   EXPECT_EQ(g.token, "czs_token_1");  // the refresh failed: the old token serves
-  EXPECT_EQ(tokens.exchanges(), 2u);
-  EXPECT_EQ(get().token, "czs_token_1");
-  EXPECT_EQ(tokens.exchanges(), 2u);  // backed off: no exchange within the next second
-  at(822);
-  EXPECT_EQ(get().token, "czs_token_1");
-  EXPECT_EQ(tokens.exchanges(), 3u);  // tried again, failed again: backoff 2 s now
-  at(823);
-  EXPECT_EQ(get().token, "czs_token_1");
-  EXPECT_EQ(tokens.exchanges(), 3u);
-  coze.refuse(false);
-  at(825);
-  EXPECT_EQ(get().token, "czs_token_2");  // replaced once its successor arrived
+  EXPECT_EQ(t.tokens.exchanges(), 2u);
+  EXPECT_EQ(t.get().token, "czs_token_1");
+  EXPECT_EQ(t.tokens.exchanges(), 2u);  // backed off: no exchange within the next second
+  t.at(822);
+  EXPECT_EQ(t.get().token, "czs_token_1");
+  EXPECT_EQ(t.tokens.exchanges(), 3u);  // tried again, failed again: backoff 2 s now
+  t.at(823);
+  EXPECT_EQ(t.get().token, "czs_token_1");
+  EXPECT_EQ(t.tokens.exchanges(), 3u);
+  t.coze.refuse(false);
+  t.at(825);
+  EXPECT_EQ(t.get().token, "czs_token_2");  // replaced once its successor arrived
   // A token with less than 30 s left is not handed out: a failed exchange is an error then.
-  coze.refuse(true);
-  at(825 + 900 - 20);
-  g = get();
+  t.coze.refuse(true);
+  t.at(825 + 900 - 20);
+  g = t.get();
   EXPECT_NE(g.status, 0);
   EXPECT_TRUE(g.token.empty());
 }
