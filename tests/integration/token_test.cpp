@@ -222,6 +222,15 @@ TEST(Token, CliMintsAndExchanges) {
   EXPECT_EQ(claims["exp"].get<std::int64_t>() - claims["iat"].get<std::int64_t>(), 3600);
 }
 
+namespace {
+// A Feishu route with credentials = "feishu_tenant" (one counted attempt) minting at `tenant`.
+std::string tenant_config(const fake_server& tenant) {
+  return feishu_config("credentials = \"feishu_tenant\"\nmax_attempts = 1",
+                       "[feishu]\napp_id = \"cli_test\"\ntoken_url = \"" +
+                           tenant.url("/open-apis/auth/v3/tenant_access_token/internal") + "\"\n");
+}
+}  // namespace
+
 TEST(Credentials, StaleStoredTokenIsReplacedByAMintedTenantToken) {
   temp_dir dir;
   std::atomic<int> minted{0};
@@ -238,11 +247,7 @@ TEST(Credentials, StaleStoredTokenIsReplacedByAMintedTenantToken) {
         json{{"code", 0}, {"msg", "ok"}, {"tenant_access_token", tok}, {"expire", 7200}}.dump()};
   });
   fake_feishu feishu(0, "t-minted-2");
-  const std::string cfg =
-      feishu_config("credentials = \"feishu_tenant\"\nmax_attempts = 1",
-                    "[feishu]\napp_id = \"cli_test\"\ntoken_url = \"" +
-                        tenant.url("/open-apis/auth/v3/tenant_access_token/internal") + "\"\n");
-  daemon_process d(dir, cfg, {{"FEISHU_APP_SECRET", "app-secret-value-0001"}});
+  daemon_process d(dir, tenant_config(tenant), {{"FEISHU_APP_SECRET", "app-secret-value-0001"}});
   // The bot's stored header carries a long-expired token.
   const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: succeeded")) << d.log();
@@ -272,11 +277,7 @@ TEST(Credentials, AFailedMintCostsNoAttemptAndTheJobWaits) {
                  .dump()};
   });
   fake_feishu feishu(0, "t-minted");
-  const std::string cfg =
-      feishu_config("credentials = \"feishu_tenant\"\nmax_attempts = 1",
-                    "[feishu]\napp_id = \"cli_test\"\ntoken_url = \"" +
-                        tenant.url("/open-apis/auth/v3/tenant_access_token/internal") + "\"\n");
-  daemon_process d(dir, cfg, {{"FEISHU_APP_SECRET", "app-secret-value-0001"}});
+  daemon_process d(dir, tenant_config(tenant), {{"FEISHU_APP_SECRET", "app-secret-value-0001"}});
   const auto id = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
   // Two tries sent nothing; with max_attempts = 1 the job still gets its one real attempt.
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 3: succeeded")) << d.log();
