@@ -4,7 +4,8 @@
 # test run starts on a free port (scripts/pg_cluster.sh) for the PostgreSQL half of the suite and
 # the benchmarks; running resendd itself needs only the client library. `systemd` brings
 # systemd-analyze, with which the tests check the unit file, and python3-prometheus-client,
-# whose parser reads /metrics in a test. The one list of packages: the
+# whose parser reads /metrics in a test, and libjson-validator-perl, which validates
+# /openapi.json against the OpenAPI schema. The one list of packages: the
 # Dockerfile runs this script too.
 set -euo pipefail
 packages=(
@@ -14,7 +15,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev curl
   clang libclang-rt-14-dev util-linux mount
 )
-[ "${1:-}" = "--test" ] && packages+=(postgresql-15 systemd python3-prometheus-client)
+[ "${1:-}" = "--test" ] && packages+=(postgresql-15 systemd python3-prometheus-client libjson-validator-perl)
 # --runtime: only what the built binary needs to run (the Dockerfile's runtime stage), plus the
 # sqlite3 CLI for operators.
 [ "${1:-}" = "--runtime" ] && packages=(

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "api/openapi.h"
 #include "app/app.h"
 #include "config/config.h"
 #include "http/client.h"
@@ -291,8 +292,9 @@ int main(int argc, char** argv) {
   tx->add_option("--duration", s.duration, "seconds asked for the access token")
       ->check(CLI::Range(1, 86399));
   auto* health = cli.add_subcommand("healthcheck", "exit 0 when the daemon answers /healthz");
+  auto* openapi = cli.add_subcommand("openapi", "print the OpenAPI document (for a Coze plugin)");
   health->add_option("--url", s.url, "default: /healthz at server.listen of the config");
-  for (auto* sub : {serve, migrate, check, health}) sub->fallthrough();
+  for (auto* sub : {serve, migrate, check, health, openapi}) sub->fallthrough();
   CLI11_PARSE(cli, argc, argv);
   s.all_dead = retry_state == "dead";
 
@@ -310,6 +312,10 @@ int main(int argc, char** argv) {
     if (*token) {
       setup_logging("warn");
       return cmd_token(bool(*tx), s);
+    }
+    if (*openapi) {
+      std::cout << openapi_document(load(s)) << "\n";
+      return 0;
     }
     if (*health) {
       if (s.url.empty()) s.url = health_url(load(s));

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "api/openapi.h"
 #include "http/server.h"
 #include "queue/dispatcher.h"
 #include "queue/first_answers.h"
@@ -135,7 +136,8 @@ bool api::authorized(const incoming_request& req) const {
 namespace {
 // The path as a metrics label: the endpoint, with job ids folded.
 std::string endpoint_of(const std::string& path) {
-  for (const char* p : {"/resend", "/token", "/jobs", "/healthz", "/readyz", "/metrics", "/jobs/retry", "/jobs/purge"})
+  for (const char* p : {"/resend", "/token", "/jobs", "/healthz", "/readyz", "/metrics",
+                        "/jobs/retry", "/jobs/purge", "/openapi.json"})
     if (path == p) return path;
   if (path.starts_with("/jobs/")) return "/jobs/{id}";
   return "other";
@@ -162,6 +164,11 @@ asio::awaitable<outgoing_response> api::route(incoming_request req) {
   if (path == "/healthz" && m == "GET") co_return json_ok(200, {{"status", "ok"}});
   if (path == "/readyz" && m == "GET") co_return co_await readyz();
   if (path == "/metrics" && m == "GET") co_return co_await render_metrics();
+  if (path == "/openapi.json" && m == "GET") {
+    outgoing_response r;
+    r.body = openapi_document(s_.cfg);
+    co_return r;
+  }
   if (path == "/token") {
     if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
     // Anyone who knows the app id (it is the JWT's iss) could mint tokens: beyond loopback the

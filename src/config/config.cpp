@@ -223,6 +223,7 @@ void read_document(const toml::value& root, config& c, problems& errs) {
     t.string_list("api_tokens", c.server.api_tokens);
     t.boolean("allow_unauthenticated_public", c.server.allow_unauthenticated_public);
     t.boolean("token_public", c.server.token_public);
+    t.string("public_url", c.server.public_url);
     t.integer("max_body_bytes", c.server.max_body_bytes, 1024, 64 << 20);
     t.integer("max_connections", c.server.max_connections, 1, 100000);
     t.integer("max_connections_per_client", c.server.max_connections_per_client, 1, 100000);
@@ -422,6 +423,8 @@ void validate(const config& c, problems& errs) {
                      "credentials: \"coze\" needs coze.app_id, public_key_id and a private key");
   }
   if (!valid_http_url(c.coze.token_url)) errs.push_back("coze.token_url: must be an http(s) URL");
+  if (!c.server.public_url.empty() && !valid_http_url(c.server.public_url))
+    errs.push_back("server.public_url: must be an http(s) URL");
   if (!valid_http_url(c.feishu.token_url))
     errs.push_back("feishu.token_url: must be an http(s) URL");
   if (!c.delivery.ca_file.empty() && !read_file(c.delivery.ca_file))
@@ -495,6 +498,7 @@ std::string render_config(const config& c) {
     o << (i ? ", " : "") << quote(mask_secret(c.server.api_tokens[i]));
   o << "]\nallow_unauthenticated_public = " << std::boolalpha
     << c.server.allow_unauthenticated_public << "\ntoken_public = " << c.server.token_public
+    << "\npublic_url = " << quote(c.server.public_url)
     << "\nmax_body_bytes = " << c.server.max_body_bytes
     << "\nmax_connections = " << c.server.max_connections
     << "\nmax_connections_per_client = " << c.server.max_connections_per_client

@@ -642,3 +642,26 @@ TEST(Logs, JsonLinesCarryTheirJournaldPriority) {
   }
   EXPECT_GE(n, 4);
 }
+
+TEST(OpenApi, TheDocumentIsValidAndNamesResendAndToken) {
+  temp_dir dir;
+  auto cfg = local_config();
+  cfg.replace(cfg.find("[server]\n"), 9, "[server]\npublic_url = \"https://resendd.example.com\"\n");
+  daemon_process d(dir, cfg);
+  const auto a = http_call(d.port(), "GET", "/openapi.json");
+  ASSERT_EQ(a.status, 200);
+  dir.write("openapi.json", a.body);
+  const std::string cmd = std::string(RESENDD_SOURCE_DIR) + "/scripts/validate_openapi.pl " +
+                          dir.file("openapi.json") + " > " + dir.file("errors.txt") + " 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << "see " << dir.file("errors.txt");
+  const auto doc = json::parse(a.body);
+  EXPECT_EQ(doc["openapi"], "3.0.3");
+  EXPECT_TRUE(doc["paths"].contains("/resend"));
+  EXPECT_TRUE(doc["paths"].contains("/token"));
+  EXPECT_EQ(doc["servers"][0]["url"], "https://resendd.example.com");
+  // The CLI prints the same document.
+  dir.write("c.toml", "[server]\npublic_url = \"https://resendd.example.com\"\n");
+  const auto r = run_resendd(dir, {"openapi", "--config", dir.file("c.toml")});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(json::parse(r.output, nullptr, false), doc);
+}
