@@ -227,7 +227,8 @@ std::string health_url(const config& cfg) {
   if (host == "0.0.0.0") host = "127.0.0.1";
   if (host == "::") host = "::1";
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
-  return "http://" + host + ":" + listen.substr(colon + 1) + "/healthz";
+  return (cfg.server.tls_cert.empty() ? "http://" : "https://") + host + ":" +
+         listen.substr(colon + 1) + "/healthz";
 }
 
 int cmd_healthcheck(const cli_state& s) {

@@ -197,7 +197,9 @@ int run_daemon(const config& cfg, const clock& clk) {
                        16 * 1024,
                        cfg.server.read_timeout,
                        cfg.server.max_connections,
-                       cfg.server.max_connections_per_client};
+                       cfg.server.max_connections_per_client,
+                       cfg.server.tls_cert,
+                       cfg.server.tls_key};
   http_server server(io, sopts,
                      [&handlers](incoming_request r) { return handlers.handle(std::move(r)); });
 
@@ -245,11 +247,12 @@ int run_daemon(const config& cfg, const clock& clk) {
   });
 
   const auto bound = server.start();
-  if (lock) lock->publish("http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+  const std::string scheme = cfg.server.tls_cert.empty() ? "http://" : "https://";
+  if (lock) lock->publish(scheme + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
                 std::to_string(bound));
-  spdlog::info("listening on {}:{} (store {}, {} route(s), concurrency {})",
+  spdlog::info("listening on {}:{} ({}, store {}, {} route(s), concurrency {})",
                host.find(':') != std::string::npos ? "[" + host + "]" : host, bound,
-               shared ? mask_pg_url(cfg.store.url) : cfg.store.path,
+               cfg.server.tls_cert.empty() ? "http" : "https", shared ? mask_pg_url(cfg.store.url) : cfg.store.path,
                routes.all().size(), cfg.delivery.defaults.concurrency);
   store.on_wake([&dispatch] { dispatch.wake(); });  // another daemon queued a job or freed a slot
   dispatch.start();

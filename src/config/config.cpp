@@ -224,6 +224,8 @@ void read_document(const toml::value& root, config& c, problems& errs) {
     t.boolean("allow_unauthenticated_public", c.server.allow_unauthenticated_public);
     t.boolean("token_public", c.server.token_public);
     t.string("public_url", c.server.public_url);
+    t.string("tls_cert", c.server.tls_cert);
+    t.string("tls_key", c.server.tls_key);
     t.integer("max_body_bytes", c.server.max_body_bytes, 1024, 64 << 20);
     t.integer("max_connections", c.server.max_connections, 1, 100000);
     t.integer("max_connections_per_client", c.server.max_connections_per_client, 1, 100000);
@@ -423,6 +425,10 @@ void validate(const config& c, problems& errs) {
                      "credentials: \"coze\" needs coze.app_id, public_key_id and a private key");
   }
   if (!valid_http_url(c.coze.token_url)) errs.push_back("coze.token_url: must be an http(s) URL");
+  if (c.server.tls_cert.empty() != c.server.tls_key.empty())
+    errs.push_back("server.tls_cert: tls_cert and tls_key go together");
+  for (const auto* f : {&c.server.tls_cert, &c.server.tls_key})
+    if (!f->empty() && !read_file(*f)) errs.push_back("server.tls_cert/tls_key: cannot read " + *f);
   if (!c.server.public_url.empty() && !valid_http_url(c.server.public_url))
     errs.push_back("server.public_url: must be an http(s) URL");
   if (!valid_http_url(c.feishu.token_url))
@@ -499,6 +505,7 @@ std::string render_config(const config& c) {
   o << "]\nallow_unauthenticated_public = " << std::boolalpha
     << c.server.allow_unauthenticated_public << "\ntoken_public = " << c.server.token_public
     << "\npublic_url = " << quote(c.server.public_url)
+    << "\ntls_cert = " << quote(c.server.tls_cert) << "\ntls_key = " << quote(c.server.tls_key)
     << "\nmax_body_bytes = " << c.server.max_body_bytes
     << "\nmax_connections = " << c.server.max_connections
     << "\nmax_connections_per_client = " << c.server.max_connections_per_client

@@ -60,6 +60,8 @@ struct config {
     std::string listen = "127.0.0.1:9000";      // port 0 = any free port
     std::vector<std::string> api_tokens;        // empty = no authentication (loopback only)
     bool allow_unauthenticated_public = false;  // listen beyond loopback with no api_tokens
+    std::string tls_cert;    // PEM certificate chain: serve HTTPS (with tls_key)
+    std::string tls_key;     // PEM private key
     std::string public_url;  // how bots reach this daemon (OpenAPI servers); "" = the listen address
     bool token_public = false;  // beyond loopback, /token without an api_tokens Bearer (seed's way)
     std::size_t max_body_bytes = 1 << 20;

@@ -6,10 +6,12 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <map>
@@ -56,6 +58,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   server_options opts;
   request_handler handler;
   tcp::acceptor acceptor;
+  std::unique_ptr<asio::ssl::context> tls;  // set when serving HTTPS
   std::atomic<int> connections{0};
   std::atomic<int> busy{0};
   std::atomic<bool> stopping{false};
@@ -112,8 +115,9 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     }
   }
 
-  asio::awaitable<void> write(beast::tcp_stream& stream, const outgoing_response& r,
-                              bool keep_alive, unsigned version) {
+  template <class Stream>
+  asio::awaitable<void> write(Stream& stream, const outgoing_response& r, bool keep_alive,
+                              unsigned version) {
     http::response<http::string_body> res;
     res.version(version);
     res.result(static_cast<http::status>(r.status));
@@ -124,17 +128,22 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     res.keep_alive(keep_alive);
     res.prepare_payload();
     beast::error_code ec;
-    stream.expires_after(opts.read_timeout);
+    beast::get_lowest_layer(stream).expires_after(opts.read_timeout);
     co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
   }
 
   // After an early error answer the client may still be sending: read and discard what comes
   // (bounded in bytes and time) so that closing does not reset the connection before the client
   // has read the answer.
-  asio::awaitable<void> drain(beast::tcp_stream& stream) {
+  template <class Stream>
+  asio::awaitable<void> drain(Stream& stream) {
     beast::error_code ec;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream.expires_after(std::chrono::seconds(2));
+    auto& tcp_layer = beast::get_lowest_layer(stream);
+    // Plain HTTP: half-close, so the client sees the answer's end. (TLS: the close_notify comes
+    // at the end of the session.)
+    if constexpr (std::is_same_v<Stream, beast::tcp_stream>)
+      tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ec);
+    tcp_layer.expires_after(std::chrono::seconds(2));
     std::array<char, 16384> sink;
     for (std::size_t total = 0; total < 8 * opts.max_body_bytes + (1 << 20);) {
       const auto n = co_await stream.async_read_some(asio::buffer(sink),
@@ -170,8 +179,31 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
 
   asio::awaitable<void> session(tcp::socket sock) {
     auto self = shared_from_this();
-    beast::tcp_stream stream(std::move(sock));
-    session_guard guard(*this, &stream);
+    if (!tls) {
+      beast::tcp_stream stream(std::move(sock));
+      co_await serve(stream);
+      beast::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      co_return;
+    }
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(sock), *tls);
+    beast::error_code ec;
+    // The handshake is bounded like a request: a client that stalls in it is cut off.
+    beast::get_lowest_layer(stream).expires_after(opts.read_timeout);
+    co_await stream.async_handshake(asio::ssl::stream_base::server,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      spdlog::debug("https: handshake failed: {}", ec.message());
+      co_return;
+    }
+    co_await serve(stream);
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+    co_await stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  template <class Stream>
+  asio::awaitable<void> serve(Stream& stream) {
+    session_guard guard(*this, &beast::get_lowest_layer(stream));
     // Bounded: trailer fields are not covered by the header limit, and Beast throws on a field
     // of 64 KiB or more; a buffer this size ends such a request with an error first.
     beast::flat_buffer buffer{opts.max_header_bytes + 16 * 1024};
@@ -180,7 +212,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       parser.body_limit(opts.max_body_bytes);
       parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
       beast::error_code ec;
-      stream.expires_after(opts.read_timeout);
+      beast::get_lowest_layer(stream).expires_after(opts.read_timeout);
       co_await http::async_read_header(stream, buffer, parser,
                                        asio::redirect_error(asio::use_awaitable, ec));
       if (!ec) {
@@ -200,7 +232,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
                                   asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
           ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
-          ec == asio::error::eof)
+          ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
         break;
       if (ec) {
         if (ec == http::error::body_limit)
@@ -245,8 +277,6 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       co_await write(stream, out, keep, req.version());
       if (!keep) break;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 };
 
@@ -256,6 +286,16 @@ http_server::http_server(asio::io_context& io, server_options opts, request_hand
 http_server::~http_server() { stop(); }
 
 std::uint16_t http_server::start() {
+  if (!impl_->opts.tls_cert_file.empty()) {
+    // HTTPS: TLS 1.2 or newer, the certificate chain and key from PEM files.
+    auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                     asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+    ctx->use_certificate_chain_file(impl_->opts.tls_cert_file);
+    ctx->use_private_key_file(impl_->opts.tls_key_file, asio::ssl::context::pem);
+    impl_->tls = std::move(ctx);
+  }
   auto& a = impl_->acceptor;
   const tcp::endpoint ep(asio::ip::make_address(impl_->opts.host), impl_->opts.port);
   a.open(ep.protocol());

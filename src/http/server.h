@@ -23,6 +23,9 @@ struct server_options {
   millis read_timeout{30'000};
   int max_connections = 1024;
   int max_connections_per_client = 256;  // one address cannot take every connection
+  // HTTPS when set: PEM certificate chain and private key (read at start()).
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 using request_handler = std::function<boost::asio::awaitable<outgoing_response>(incoming_request)>;

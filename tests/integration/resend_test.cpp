@@ -13,6 +13,7 @@
 #include <sstream>
 #include <mutex>
 
+#include "support/certs.h"
 #include "support/harness.h"
 
 using namespace resendd::test;
@@ -664,4 +665,35 @@ TEST(OpenApi, TheDocumentIsValidAndNamesResendAndToken) {
   const auto r = run_resendd(dir, {"openapi", "--config", dir.file("c.toml")});
   EXPECT_EQ(r.status, 0);
   EXPECT_EQ(json::parse(r.output, nullptr, false), doc);
+}
+
+TEST(Https, IntakeOverTlsWithATestCertificate) {
+  temp_dir dir;
+  const auto cert = make_cert(dir, "localhost");
+  fake_server dest;
+  auto cfg = local_config();
+  cfg.replace(cfg.find("[server]\n"), 9,
+              "[server]\ntls_cert = \"" + cert.cert_file + "\"\ntls_key = \"" + cert.key_file +
+                  "\"\n");
+  daemon_process d(dir, cfg);
+  EXPECT_NE(d.log().find("(https,"), std::string::npos) << d.log();
+  dir.write("body.json", resend_body(dest.url("/x")).dump());
+  const auto curl = [&](const std::string& extra) {
+    const std::string cmd = "curl -s -o " + dir.file("out.json") + " -w '%{http_code}' --cacert " +
+                            dir.file("ca.pem") + " " + extra + " > " + dir.file("code.txt") +
+                            " 2>/dev/null";
+    std::system(cmd.c_str());
+    return read_text(dir.file("code.txt"));
+  };
+  const auto port = std::to_string(d.port());
+  EXPECT_EQ(curl("-X POST -H 'Content-Type: application/json' --data-binary @" +
+                 dir.file("body.json") + " https://localhost:" + port + "/resend"),
+            "202");
+  const auto id = json::parse(read_text(dir.file("out.json")))["id"].get<std::string>();
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+  // Plain HTTP on the TLS port gets no HTTP answer; the daemon goes on.
+  EXPECT_EQ(curl("http://127.0.0.1:" + port + "/healthz"), "000");
+  EXPECT_EQ(curl("https://localhost:" + port + "/healthz"), "200");
+  // A client that does not trust the certificate is refused by the handshake.
+  EXPECT_EQ(curl("--cacert /dev/null https://localhost:" + port + "/healthz"), "000");
 }
