@@ -5,7 +5,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <functional>
@@ -28,6 +27,7 @@
 #include "store/pg_store.h"
 #include "store/sqlite_store.h"
 #include "token/token_service.h"
+#include "util/errors.h"
 #include "util/log.h"
 #include "util/metrics.h"
 
@@ -270,9 +270,11 @@ int run_daemon(const config& cfg, const clock& clk) {
                 co_await queue.apply_retention(cfg.retention.succeeded, cfg.retention.dead);
             spdlog::log(n > 0 ? spdlog::level::info : spdlog::level::debug,
                         "retention: {} finished job(s) deleted", n);
-            schedule_retention();
           },
-          asio::detached);
+          [&](std::exception_ptr e) {
+            if (e) spdlog::error("retention: a pass failed: {}", exception_message(e));
+            schedule_retention();  // the next pass comes whatever this one did
+          });
     });
   };
   if (cfg.retention.succeeded > millis{0} || cfg.retention.dead > millis{0}) schedule_retention();
