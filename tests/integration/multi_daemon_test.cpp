@@ -68,12 +68,16 @@ TEST(MultiDaemon, ThreeDaemonsOneKilledEveryAcceptedJobOnceNoOverlapAcrossDaemon
       const auto marker = "bill-" + std::to_string(i);
       const auto body =
           resend_body(feishu.url("app", "t" + std::to_string(i % tables)), marker).dump();
-      // Round-robin; a daemon that does not answer 202 is skipped for the next one.
+      // Round-robin; a daemon that does not answer 202 is skipped for the next one. The bot
+      // sends an Idempotency-Key, as a bot that retries must: the killed daemon may have
+      // committed a job whose 202 never arrived, and the retry elsewhere answers that job.
       bool ok = false;
       for (int k = 0; k < 3 && !ok; ++k) {
         const int which = (i + k) % 3;
         if (which == 1 && one_down) continue;
-        ok = http_call(ports[std::size_t(which)], "POST", "/resend", body).status == 202;
+        ok = http_call(ports[std::size_t(which)], "POST", "/resend", body,
+                       {{"Idempotency-Key", marker}})
+                 .status == 202;
       }
       std::lock_guard lock(m);
       if (ok)
