@@ -217,20 +217,6 @@ int cmd_token(bool exchange, const cli_state& s) {
   return g.status == 0 ? 0 : 1;
 }
 
-// The daemon's /healthz as reached from this machine: server.listen, with a wildcard address
-// (0.0.0.0, ::) replaced by loopback.
-std::string health_url(const config& cfg) {
-  const auto& listen = cfg.server.listen;
-  const auto colon = listen.rfind(':');
-  std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (host == "0.0.0.0") host = "127.0.0.1";
-  if (host == "::") host = "::1";
-  if (host.find(':') != std::string::npos) host = "[" + host + "]";
-  return (cfg.server.tls_cert.empty() ? "http://" : "https://") + host + ":" +
-         listen.substr(colon + 1) + "/healthz";
-}
-
 int cmd_healthcheck(const cli_state& s) {
   auto r = run_once<attempt_result>([&](asio::io_context& io) -> asio::awaitable<attempt_result> {
     http_client client(io.get_executor(), client_options{});
@@ -319,7 +305,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*health) {
-      if (s.url.empty()) s.url = health_url(load(s));
+      if (s.url.empty()) s.url = local_base_url(load(s)) + "/healthz";
       return cmd_healthcheck(s);
     }
     auto cfg = load(s);

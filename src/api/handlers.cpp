@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/url/parse.hpp>
-#include <charconv>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -71,34 +70,35 @@ outgoing_response action_answer(const action_result& r, const std::string& id) {
 
 // Prefer: wait=N (RFC 7240; N capped at 10 s) or ?wait=N (0 to 10, else nullopt: 400). Other
 // preferences, and a wait preference that does not parse, are ignored, as RFC 7240 allows.
-std::optional<millis> preferred_wait(const incoming_request& req) {
-  constexpr std::int64_t max_wait_s = 10;
-  std::optional<std::int64_t> secs;
-  if (auto q = query_of(req.target); q && q->count("wait")) {
-    const auto& v = q->at("wait");
-    std::int64_t n = -1;
-    const auto r = std::from_chars(v.data(), v.data() + v.size(), n);
-    if (v.empty() || v.size() > 2 || r.ec != std::errc{} || r.ptr != v.data() + v.size() || n < 0 ||
-        n > max_wait_s)
-      return std::nullopt;
-    secs = n;
-  }
+std::optional<millis> preferred_wait(const incoming_request& req, sys_time now) {
+  constexpr millis max_wait{10'000};
+  // Whole seconds, parsed as a destination's wait hint is (util/time.h).
+  const auto seconds = [now](std::string_view v) { return parse_wait_hint(v, false, now); };
+  if (req.target.find('?') != std::string::npos)
+    if (auto q = query_of(req.target); q && q->count("wait")) {
+      const auto w = seconds(q->at("wait"));
+      if (!w || *w > max_wait) return std::nullopt;
+      return w;
+    }
   const std::string prefer = req.header("prefer");
-  for (std::size_t pos = 0; !secs && pos < prefer.size();) {
+  for (std::size_t pos = 0; pos < prefer.size();) {
     const auto end = std::min(prefer.find_first_of(",;", pos), prefer.size());
     std::string_view item(prefer.data() + pos, end - pos);
     while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
     while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (item.size() > 5 && strncasecmp(item.data(), "wait=", 5) == 0) {
-      std::int64_t n = -1;
-      const auto v = item.substr(5);
-      const auto r = std::from_chars(v.data(), v.data() + v.size(), n);
-      if (r.ec == std::errc{} && r.ptr == v.data() + v.size() && n >= 0)
-        secs = std::min(n, max_wait_s);
-    }
+    if (item.size() > 5 && strncasecmp(item.data(), "wait=", 5) == 0)
+      if (const auto w = seconds(item.substr(5))) return std::min(*w, max_wait);
     pos = end + 1;
   }
-  return millis{secs.value_or(0) * 1000};
+  return millis{0};
+}
+
+// 401 with the challenge, for a missing or wrong api_tokens Bearer.
+outgoing_response unauthorized(const std::string& what) {
+  spdlog::info("http: {} refused: bad or missing bearer token", what);
+  outgoing_response r = json_error(401, "unauthorized", "a valid Bearer token is required");
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
 }
 
 // The seed's synchronous answer: the destination's status, its body under "response" (as JSON
@@ -173,24 +173,15 @@ asio::awaitable<outgoing_response> api::route(incoming_request req) {
     if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
     // Anyone who knows the app id (it is the JWT's iss) could mint tokens: beyond loopback the
     // caller needs an api_tokens Bearer too, unless token_public says otherwise (the seed's way).
-    if (s_.public_listener && !s_.cfg.server.token_public && !authorized(req)) {
-      spdlog::info("http: POST /token refused: bad or missing bearer token on a public listener");
-      outgoing_response r = json_error(401, "unauthorized", "a valid Bearer token is required");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      co_return r;
-    }
+    if (s_.public_listener && !s_.cfg.server.token_public && !authorized(req))
+      co_return unauthorized("POST /token on a public listener");
     if (!s_.tokens || !s_.tokens->coze_configured())
       co_return json_error(503, "not_configured", "the token module is not configured");
     co_return co_await token(req);
   }
   const bool is_jobs = path == "/jobs" || path.starts_with("/jobs/");
   if (path != "/resend" && !is_jobs) co_return json_error(404, "not_found", "no such endpoint");
-  if (!authorized(req)) {
-    spdlog::info("http: {} {} refused: bad or missing bearer token", m, path);
-    outgoing_response r = json_error(401, "unauthorized", "a valid Bearer token is required");
-    r.headers.emplace_back("WWW-Authenticate", "Bearer");
-    co_return r;
-  }
+  if (!authorized(req)) co_return unauthorized(m + " " + path);
   if (path == "/resend") {
     if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
     co_return co_await resend(req);
@@ -213,7 +204,7 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
   auto& job = std::get<store::new_job>(prepared);
   const std::string route = job.route;
   const std::string id = job.id;
-  const auto wait = preferred_wait(req);
+  const auto wait = preferred_wait(req, s_.clk.now());
   if (!wait)
     co_return json_error(400, "bad_query", "wait must be a whole number of seconds, 0 to 10");
   // Registered before the commit: the first attempt may finish before a 202 would go out.
@@ -408,7 +399,8 @@ asio::awaitable<outgoing_response> api::token(const incoming_request& req) {
   co_return r;
 }
 
-// From counters kept in memory (moved at every commit): no table scan, no store call.
+// From counters kept in memory (moved at every commit), plus one index seek for the oldest
+// queued job; no table scan.
 asio::awaitable<outgoing_response> api::render_metrics() {
   std::ostringstream o;
   // The age of the oldest queued job (one index seek; omitted when the store does not answer).

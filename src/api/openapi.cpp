@@ -233,22 +233,13 @@ constexpr const char* document = R"json({
   }
 })json";
 
-// http://HOST:PORT from server.listen; a wildcard address means this machine.
-std::string listen_url(const std::string& listen) {
-  const auto colon = listen.rfind(':');
-  std::string host = listen.substr(0, colon);
-  if (host == "0.0.0.0") host = "127.0.0.1";
-  if (host == "[::]") host = "[::1]";
-  return "http://" + host + ":" + listen.substr(colon + 1);
-}
-
 }  // namespace
 
 std::string openapi_document(const config& cfg) {
   auto doc = nlohmann::json::parse(document);
   doc["info"]["version"] = RESENDD_VERSION;
   doc["servers"] = nlohmann::json::array(
-      {{{"url", cfg.server.public_url.empty() ? listen_url(cfg.server.listen)
+      {{{"url", cfg.server.public_url.empty() ? local_base_url(cfg)
                                               : cfg.server.public_url}}});
   return doc.dump(2);
 }

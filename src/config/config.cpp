@@ -563,4 +563,16 @@ std::string render_config(const config& c) {
   return o.str();
 }
 
+std::string local_base_url(const config& c) {
+  const auto& listen = c.server.listen;
+  const auto colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  if (host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return (c.server.tls_cert.empty() ? "http://" : "https://") + host + ":" +
+         listen.substr(colon + 1);
+}
+
 }  // namespace resendd

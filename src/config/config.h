@@ -136,4 +136,8 @@ route_settings effective_settings(const config& c, const route_config& r);
 // The effective configuration as TOML, secrets masked (for `resendd check-config`).
 std::string render_config(const config& c);
 
+// This daemon as reached from its own machine: http(s)://HOST:PORT from server.listen (https with
+// tls_cert), a wildcard address (0.0.0.0, ::) replaced by loopback.
+std::string local_base_url(const config& c);
+
 }  // namespace resendd

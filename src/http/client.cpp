@@ -88,11 +88,13 @@ bool is_hop_header(std::string_view name) {
 std::optional<millis> wait_hint(const http::fields& f) {
   std::optional<millis> best;
   const auto now = std::chrono::time_point_cast<millis>(std::chrono::system_clock::now());
-  for (const char* name : {"x-ogw-ratelimit-reset", "retry-after"}) {
+  // Only Retry-After may be an HTTP-date.
+  for (const auto& [name, dated] : {std::pair{"x-ogw-ratelimit-reset", false},
+                                    std::pair{"retry-after", true}}) {
     auto it = f.find(name);
     if (it == f.end()) continue;
     const auto v = it->value();
-    auto m = parse_wait_hint(std::string_view(v.data(), v.size()), name[0] == 'r', now);
+    auto m = parse_wait_hint(std::string_view(v.data(), v.size()), dated, now);
     if (!m) continue;
     m = std::min(*m, millis{86400LL * 7 * 1000});
     if (!best || *m > *best) best = m;

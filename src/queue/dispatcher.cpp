@@ -47,7 +47,6 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   asio::io_context::executor_type ex;  // the io_context runs on one thread
   asio::steady_timer timer;
   std::atomic<int> in_flight{0};
-  std::atomic<std::uint64_t> delivered{0};
   std::atomic<bool> loop_alive{false};
   bool detached = false;  // the dispatcher is gone: frames destroyed late touch nothing
   bool wake_pending = true;       // io thread only: something may be claimable
@@ -180,7 +179,6 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   // Frees one delivery slot (once) and lets the claim loop look again.
   void release(bool& slot) {
     if (detached || std::exchange(slot, true)) return;
-    ++delivered;
     --in_flight;
     if (stopping) {
       maybe_drained();
@@ -408,6 +406,5 @@ void dispatcher::stop(std::function<void()> drained) {
 
 int dispatcher::in_flight() const { return impl_->in_flight.load(); }
 bool dispatcher::healthy() const { return impl_->loop_alive.load(); }
-std::uint64_t dispatcher::delivered() const { return impl_->delivered.load(); }
 
 }  // namespace resendd

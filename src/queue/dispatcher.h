@@ -51,7 +51,6 @@ class dispatcher {
   void stop(std::function<void()> drained);
   int in_flight() const;
   bool healthy() const;  // the claim loop is running
-  std::uint64_t delivered() const;  // attempts finished since start
 
  private:
   struct impl;

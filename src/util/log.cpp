@@ -179,8 +179,8 @@ std::string mask_pg_url(const std::string& url) {
     if (v.params().contains("password")) v.params().set("password", "***");
     return std::string(v.buffer());
   }
-  // key=value connection strings (password=secret or password='se cret'): a linear scan, no
-  // std::regex (its recursion can overflow the stack on long input).
+  // key=value connection strings (password=secret or password='se cret'): a linear scan, not a
+  // backtracking regular expression (DESIGN.md: its recursion can overflow the stack).
   const auto lower = [](char c) { return char(std::tolower(static_cast<unsigned char>(c))); };
   const auto space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
   std::string out;
