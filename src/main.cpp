@@ -331,7 +331,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     system_clock_source clk;
-    return run_daemon(cfg, clk);
+    return run_daemon(cfg, clk, [s] { return load(s); });
   } catch (const config_error& e) {
     std::cerr << e.what() << "\n";
     return 2;

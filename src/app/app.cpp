@@ -1,16 +1,17 @@
 #include "app/app.h"
 
 #include <spdlog/spdlog.h>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/address.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <functional>
-
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <functional>
 
 #ifdef RESENDD_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -19,6 +20,7 @@
 #include "api/handlers.h"
 #include "http/client.h"
 #include "http/server.h"
+#include "queue/alerts.h"
 #include "queue/dispatcher.h"
 #include "queue/first_answers.h"
 #include "queue/queue_service.h"
@@ -137,7 +139,11 @@ bool split_listen(const std::string& listen, std::string& host, std::uint16_t& p
   return !ec;
 }
 
-int run_daemon(const config& cfg, const clock& clk) {
+int run_daemon(const config& initial, const clock& clk, std::function<config()> reread) {
+  // The running configuration: every part reads it from here, and a reload (SIGHUP) changes
+  // what may change while serving, on the io thread (config.h reloaded_config).
+  config live = initial;
+  const config& cfg = live;
   std::string host;
   std::uint16_t port = 0;
   if (!split_listen(cfg.server.listen, host, port))
@@ -190,6 +196,8 @@ int run_daemon(const config& cfg, const clock& clk) {
   const bool public_listener = !asio::ip::make_address(host).is_loopback();
   first_answers answers;
   dispatch.report_first_answers(&answers);
+  alerter alerts(io, queue, cfg, clk);
+  dispatch.report_deaths(&alerts);
   api handlers({cfg, queue, routes, dispatch, clk, &tokens, public_listener, &answers});
   server_options sopts{host,
                        port,
@@ -216,15 +224,67 @@ int run_daemon(const config& cfg, const clock& clk) {
       if (!e) stop_when_idle();
     });
   };
-  // SIGHUP's default action would end the process: it is caught and refused, with a log line.
+  // SIGHUP reloads the configuration: read (with the TLS files) on a thread of its own, applied
+  // on the io thread. A configuration that does not load changes nothing.
   asio::signal_set hangups(io, SIGHUP);
-  std::function<void()> await_hangup = [&] {
+  asio::thread_pool reloader(1);
+  std::function<void()> await_hangup;
+  const auto apply_reload = [&](const config& next, std::shared_ptr<asio::ssl::context> tls) {
+    const auto restart = keys_needing_restart(live, next);
+    config merged = live;
+    apply_reloadable(merged, next);
+    try {
+      routes.replace(merged);
+    } catch (const std::exception& e) {
+      spdlog::error("SIGHUP: the configuration was not reloaded: {}; nothing changed", e.what());
+      return;
+    }
+    // Field by field: the parts holding `cfg` see the new values, and nothing else moves.
+    apply_reloadable(live, next);
+    dispatch.routes_changed();
+    dispatch.wake();
+    if (tls && !cfg.server.tls_cert.empty()) server.replace_tls(tls);
+    std::string names;
+    for (const auto& r : routes.all()) names += (names.empty() ? "" : ", ") + r->cfg.name;
+    std::string rest;
+    for (const auto& k : restart) rest += (rest.empty() ? "" : ", ") + k;
+    spdlog::info("SIGHUP: configuration reloaded: routes [{}], {} api token(s), log level {}{}{}",
+                 names, cfg.server.api_tokens.size(), cfg.log.level,
+                 tls ? ", TLS certificate read again" : "",
+                 rest.empty() ? "" : "; changed but kept until a restart: " + rest);
+    set_log_level(cfg.log.level);  // after the line above, which a quieter level would hide
+  };
+  await_hangup = [&] {
     hangups.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
-      spdlog::warn(
-          "SIGHUP: reloading the configuration is not supported; nothing changed (restart "
-          "resendd to apply a new configuration: accepted jobs are kept)");
-      await_hangup();
+      if (!reread) {
+        spdlog::warn("SIGHUP: no configuration to read again; nothing changed");
+        return await_hangup();
+      }
+      notify_systemd("RELOADING=1");
+      // Reading the file and the PEM files is disk I/O: not on the network thread.
+      asio::post(reloader, [&] {
+        std::shared_ptr<config> next;
+        std::shared_ptr<asio::ssl::context> tls;
+        std::string error;
+        try {
+          next = std::make_shared<config>(reread());
+          if (!next->server.tls_cert.empty())
+            tls = load_tls_context(next->server.tls_cert, next->server.tls_key);
+        } catch (const config_error& e) {
+          for (const auto& p : e.problems()) error += (error.empty() ? "" : "; ") + p;
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
+        asio::post(io, [&, next, tls, error] {
+          if (next && error.empty())
+            apply_reload(*next, tls);
+          else
+            spdlog::error("SIGHUP: the configuration was not reloaded: {}; nothing changed", error);
+          notify_systemd("READY=1");
+          await_hangup();
+        });
+      });
     });
   };
   await_hangup();
@@ -236,7 +296,8 @@ int run_daemon(const config& cfg, const clock& clk) {
     spdlog::info("signal {}: shutting down (in flight: {})", sig, dispatch.in_flight());
     notify_systemd("STOPPING=1");
     server.stop();
-    dispatch.stop([&] { stop_when_idle(); });
+    // Deaths waiting in an alert batch are queued before the store closes.
+    dispatch.stop([&] { alerts.flush([&] { stop_when_idle(); }); });
     grace.expires_after(cfg.delivery.shutdown_grace);
     grace.async_wait([&](const boost::system::error_code& e) {
       if (e) return;

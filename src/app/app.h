@@ -1,16 +1,19 @@
 #pragma once
 // The composition root: builds every part from the config, in order, runs the daemon until
 // SIGTERM/SIGINT and takes it down in the reverse order. Nothing else creates services.
-#include "config/config.h"
+#include <functional>
 #include <memory>
 
+#include "config/config.h"
 #include "store/sqlite_store.h"
 #include "util/time.h"
 
 namespace resendd {
 
 // Runs the daemon; returns the process exit code. Throws only for start-up failures.
-int run_daemon(const config& cfg, const clock& clk);
+// `reread` reads the configuration again for SIGHUP (it runs off the network thread and throws
+// config_error); without it SIGHUP is refused with a log line.
+int run_daemon(const config& cfg, const clock& clk, std::function<config()> reread = {});
 
 // The SQLite store's options from [store]: one mapping for the daemon and the CLI. `read_only`
 // for CLI reads beside a running daemon.

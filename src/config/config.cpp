@@ -206,8 +206,8 @@ route_config read_route(const toml::value& v, std::size_t index, problems& errs)
 
 void read_document(const toml::value& root, config& c, problems& errs) {
   table_reader top(root, "", errs);
-  static const std::set<std::string> sections = {"server", "store",  "delivery", "routes",
-                                                 "coze",   "feishu", "log",  "retention"};
+  static const std::set<std::string> sections = {"server", "store", "delivery",  "routes", "coze",
+                                                 "feishu", "log",   "retention", "alerts"};
   if (root.is_table())
     for (const auto& [k, v] : root.as_table())
       if (!sections.count(k)) errs.push_back(k + ": unknown section");
@@ -294,6 +294,15 @@ void read_document(const toml::value& root, config& c, problems& errs) {
     t.duration("interval", c.retention.interval, millis{10});
     t.finish();
   }
+  if (auto* v = section("alerts")) {
+    table_reader t(*v, "alerts", errs);
+    t.string("webhook", c.alerts.webhook);
+    t.string("secret", c.alerts.secret);
+    t.string("format", c.alerts.format);
+    t.duration("delay", c.alerts.delay, millis{0});
+    t.duration("interval", c.alerts.interval, millis{100});
+    t.finish();
+  }
 }
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -343,6 +352,10 @@ void apply_environment(config& c, const environment& env, problems& errs) {
   if (auto v = get("FEISHU_APP_ID")) c.feishu.app_id = *v;
   if (auto v = get("FEISHU_APP_SECRET")) c.feishu.app_secret = *v;
   if (auto v = credential("feishu_app_secret")) c.feishu.app_secret = *v;
+  if (auto v = get("RESENDD_ALERTS_WEBHOOK")) c.alerts.webhook = *v;
+  if (auto v = credential("alerts_webhook")) c.alerts.webhook = *v;
+  if (auto v = get("RESENDD_ALERTS_SECRET")) c.alerts.secret = *v;
+  if (auto v = credential("alerts_secret")) c.alerts.secret = *v;
   if (auto v = get("JWT_PRIVATE_KEY")) {
     c.coze.private_key_pem = *v;
   } else if (auto v = credential("jwt_private_key")) {
@@ -424,6 +437,16 @@ void validate(const config& c, problems& errs) {
       errs.push_back(key +
                      "credentials: \"coze\" needs coze.app_id, public_key_id and a private key");
   }
+  for (std::size_t i = 0; i < c.routes.size(); ++i)
+    if (c.routes[i].name == alerts_route_name)
+      errs.push_back("routes[" + std::to_string(i) + "].name: \"" + std::string(alerts_route_name) +
+                     "\" is resendd's alert route");
+  if (!c.alerts.webhook.empty() && !valid_http_url(c.alerts.webhook))
+    errs.push_back("alerts.webhook: must be an http(s) URL");
+  if (c.alerts.format != "" && c.alerts.format != "feishu" && c.alerts.format != "generic")
+    errs.push_back("alerts.format: must be \"\", \"feishu\" or \"generic\"");
+  if (!c.alerts.secret.empty() && c.alerts.webhook.empty())
+    errs.push_back("alerts.secret: set without alerts.webhook");
   if (!valid_http_url(c.coze.token_url)) errs.push_back("coze.token_url: must be an http(s) URL");
   if (c.server.tls_cert.empty() != c.server.tls_key.empty())
     errs.push_back("server.tls_cert: tls_cert and tls_key go together");
@@ -444,9 +467,23 @@ void validate(const config& c, problems& errs) {
                    "RESENDD_STORE_URL, or the systemd credential store_url)");
 }
 
+// A Feishu/Lark custom-bot hook: https://open.feishu.cn/open-apis/bot/v2/hook/…
+bool is_feishu_bot_hook(const std::string& url) {
+  auto u = boost::urls::parse_absolute_uri(url);
+  if (!u) return false;
+  const std::string host(u->encoded_host());
+  const auto ends = [&](std::string_view d) {
+    return host.size() >= d.size() && host.compare(host.size() - d.size(), d.size(), d) == 0;
+  };
+  return (ends("feishu.cn") || ends("larksuite.com") || ends("larkoffice.com")) &&
+         std::string_view(u->encoded_path()).starts_with("/open-apis/bot/");
+}
+
 config finish(config c, const environment& env, problems errs) {
   apply_environment(c, env, errs);
   validate(c, errs);
+  if (c.alerts.format.empty() && !c.alerts.webhook.empty())
+    c.alerts.format = is_feishu_bot_hook(c.alerts.webhook) ? "feishu" : "generic";
   static const std::set<std::string> levels = {"trace", "debug",    "info", "warn",
                                                "error", "critical", "off"};
   if (!levels.count(c.log.level))
@@ -557,10 +594,54 @@ std::string render_config(const config& c) {
     << "\napp_secret = " << masked(c.feishu.app_secret)
     << "\ntoken_url = " << quote(c.feishu.token_url) << "\n";
   o << "\n[log]\nlevel = " << quote(c.log.level) << "\nformat = " << quote(c.log.format) << "\n";
+  o << "\n[alerts]\nwebhook = " << quote(mask_url_path(c.alerts.webhook))
+    << "\nsecret = " << masked(c.alerts.secret) << "\nformat = " << quote(c.alerts.format)
+    << "\ndelay = " << quote(format_duration(c.alerts.delay))
+    << "\ninterval = " << quote(format_duration(c.alerts.interval)) << "\n";
   o << "\n[retention]\nsucceeded = " << quote(format_duration(c.retention.succeeded))
     << "\ndead = " << quote(format_duration(c.retention.dead))
     << "\ninterval = " << quote(format_duration(c.retention.interval)) << "\n";
   return o.str();
+}
+
+void apply_reloadable(config& running, const config& next) {
+  running.routes = next.routes;
+  running.server.api_tokens = next.server.api_tokens;
+  running.server.token_public = next.server.token_public;
+  running.server.public_url = next.server.public_url;
+  if (running.server.tls_cert.empty() == next.server.tls_cert.empty()) {
+    running.server.tls_cert = next.server.tls_cert;
+    running.server.tls_key = next.server.tls_key;
+  }
+  running.log.level = next.log.level;
+  running.retention = next.retention;
+  running.alerts = next.alerts;
+}
+
+std::vector<std::string> keys_needing_restart(const config& running, const config& next) {
+  config applied = running;
+  apply_reloadable(applied, next);
+  // Compared as check-config prints them (secrets masked), line by line: the two texts have the
+  // same lines in the same order, as they have the same routes.
+  std::istringstream have(render_config(applied)), want(render_config(next));
+  std::vector<std::string> out;
+  std::set<std::string> named;
+  const auto name = [&](const std::string& key) {
+    if (named.insert(key).second) out.push_back(key);
+  };
+  std::string section, a, b;
+  while (std::getline(have, a) && std::getline(want, b)) {
+    if (a.starts_with("[")) {
+      const auto open = a.find_first_not_of('[');
+      section = a.substr(open, a.find(']') - open);
+    }
+    if (a != b && !a.starts_with("#")) name(section + "." + a.substr(0, a.find(' ')));
+  }
+  // Secrets that mask alike may still differ.
+  if (applied.coze.private_key_pem != next.coze.private_key_pem) name("coze.private_key");
+  if (applied.feishu.app_secret != next.feishu.app_secret) name("feishu.app_secret");
+  if (applied.store.url != next.store.url) name("store.url");
+  return out;
 }
 
 std::string local_base_url(const config& c) {

@@ -53,7 +53,13 @@ struct route_config {
   int key_concurrency = 1;
   millis key_min_gap{0};
   delivery_overrides overrides;
+  // resendd's own alert route ([alerts] webhook): not written by the operator, never reachable
+  // from /resend, and its jobs' deaths are not alerted.
+  bool internal = false;
 };
+
+// The name of the route alert messages go out on.
+inline constexpr const char* alerts_route_name = "resendd-alerts";
 
 struct config {
   struct server_section {
@@ -112,6 +118,15 @@ struct config {
     millis dead{30 * 86'400'000LL};      // dead and cancelled jobs; 0 = kept
     millis interval{600'000};            // how often the daemon looks
   } retention;
+  struct alerts_section {
+    // Where a message goes when jobs die: a Feishu/Lark custom-bot URL or any URL taking a JSON
+    // POST; "" = no alerts. A secret (the hook's token is in it): masked wherever it is shown.
+    std::string webhook;
+    std::string secret;       // the custom bot's signing secret, if it has one; a secret
+    std::string format;       // "feishu" | "generic"; "" = feishu for a Feishu/Lark bot hook
+    millis delay{5'000};      // a message waits this long after the death that starts it
+    millis interval{60'000};  // at most one message per route this often
+  } alerts;
 };
 
 // Every problem found, each naming its key; thrown by load_config.
@@ -135,6 +150,13 @@ config load_config_text(const std::string& toml_text, const environment& env);
 route_settings effective_settings(const config& c, const route_config& r);
 // The effective configuration as TOML, secrets masked (for `resendd check-config`).
 std::string render_config(const config& c);
+
+// What a reload (SIGHUP) applies: routes, server.api_tokens, server.token_public,
+// server.public_url, the TLS files (while HTTPS stays on), log.level, [retention] and [alerts],
+// copied from `next` field by field (the rest of `running` is not touched).
+void apply_reloadable(config& running, const config& next);
+// The keys a reload does not apply that differ between the two ("store.path"), each once.
+std::vector<std::string> keys_needing_restart(const config& running, const config& next);
 
 // This daemon as reached from its own machine: http(s)://HOST:PORT from server.listen (https with
 // tls_cert), a wildcard address (0.0.0.0, ::) replaced by loopback.

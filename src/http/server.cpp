@@ -58,7 +58,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   server_options opts;
   request_handler handler;
   tcp::acceptor acceptor;
-  std::unique_ptr<asio::ssl::context> tls;  // set when serving HTTPS
+  std::shared_ptr<asio::ssl::context> tls;  // set when serving HTTPS (replaced on reload)
   std::atomic<int> connections{0};
   std::atomic<int> busy{0};
   std::atomic<bool> stopping{false};
@@ -186,7 +186,8 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
       co_return;
     }
-    beast::ssl_stream<beast::tcp_stream> stream(std::move(sock), *tls);
+    const auto context = tls;  // a reload may replace it; this connection keeps its own
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(sock), *context);
     beast::error_code ec;
     // The handshake is bounded like a request: a client that stalls in it is cut off.
     beast::get_lowest_layer(stream).expires_after(opts.read_timeout);
@@ -280,22 +281,31 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   }
 };
 
+std::shared_ptr<asio::ssl::context> load_tls_context(const std::string& cert_file,
+                                                     const std::string& key_file) {
+  auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  ctx->use_certificate_chain_file(cert_file);
+  ctx->use_private_key_file(key_file, asio::ssl::context::pem);
+  if (SSL_CTX_check_private_key(ctx->native_handle()) != 1)
+    throw std::runtime_error("the private key does not match the certificate");
+  return ctx;
+}
+
+void http_server::replace_tls(std::shared_ptr<asio::ssl::context> tls) {
+  if (impl_->tls && tls) impl_->tls = std::move(tls);
+}
+
 http_server::http_server(asio::io_context& io, server_options opts, request_handler handler)
     : impl_(std::make_shared<impl>(io, std::move(opts), std::move(handler))) {}
 
 http_server::~http_server() { stop(); }
 
 std::uint16_t http_server::start() {
-  if (!impl_->opts.tls_cert_file.empty()) {
-    // HTTPS: TLS 1.2 or newer, the certificate chain and key from PEM files.
-    auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
-    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                     asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
-    ctx->use_certificate_chain_file(impl_->opts.tls_cert_file);
-    ctx->use_private_key_file(impl_->opts.tls_key_file, asio::ssl::context::pem);
-    impl_->tls = std::move(ctx);
-  }
+  if (!impl_->opts.tls_cert_file.empty())
+    impl_->tls = load_tls_context(impl_->opts.tls_cert_file, impl_->opts.tls_key_file);
   auto& a = impl_->acceptor;
   const tcp::endpoint ep(asio::ip::make_address(impl_->opts.host), impl_->opts.port);
   a.open(ep.protocol());

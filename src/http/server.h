@@ -13,6 +13,10 @@
 
 #include "http/types.h"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace resendd {
 
 struct server_options {
@@ -27,6 +31,11 @@ struct server_options {
   std::string tls_cert_file;
   std::string tls_key_file;
 };
+
+// A TLS server context from PEM files (TLS 1.2 or newer). Throws std::exception (a file that
+// cannot be read, a key that does not match the certificate).
+std::shared_ptr<boost::asio::ssl::context> load_tls_context(const std::string& cert_file,
+                                                            const std::string& key_file);
 
 using request_handler = std::function<boost::asio::awaitable<outgoing_response>(incoming_request)>;
 
@@ -43,6 +52,9 @@ class http_server {
   void stop();
   // Requests being handled right now (for an orderly shutdown).
   int busy() const;
+  // Connections accepted from now on use `tls` (a reload); those open keep theirs. Call on the
+  // io thread; a server started without TLS stays plain.
+  void replace_tls(std::shared_ptr<boost::asio::ssl::context> tls);
 
  private:
   struct impl;

@@ -9,6 +9,7 @@
 #include <boost/url/url.hpp>
 
 #include "http/client.h"
+#include "queue/alerts.h"
 #include "queue/classify.h"
 #include "queue/first_answers.h"
 #include "queue/forward.h"
@@ -16,10 +17,10 @@
 #include "queue/routes.h"
 #include "store/queue_store.h"
 #include "token/credentials.h"
-#include "util/metrics.h"
 #include "util/await.h"
 #include "util/errors.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/random.h"
 
 namespace resendd {
@@ -44,6 +45,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   const config& cfg;
   credential_source* credentials;
   first_answers* answers = nullptr;    // Prefer: wait on /resend
+  alerter* alerts = nullptr;           // told of deaths
   asio::io_context::executor_type ex;  // the io_context runs on one thread
   asio::steady_timer timer;
   std::atomic<int> in_flight{0};
@@ -71,11 +73,20 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
         credentials(cr),
         ex(i.get_executor()),
         timer(ex) {
+    follow_routes();
+  }
+
+  // Per-route limits and the lease from the current routes (at start and after a reload).
+  void follow_routes() {
+    limits.clear();
+    millis longest{0};
     for (const auto& rt : routes.all()) {
       limits.push_back({rt->cfg.name, rt->settings.concurrency, rt->cfg.key_concurrency});
-      lease = std::max(lease, rt->settings.request_timeout);
+      longest = std::max(longest, rt->settings.request_timeout);
     }
-    lease += millis{60'000};  // longer than any attempt: a live delivery never loses its lease
+    // Longer than any attempt: a live delivery never loses its lease. It never shrinks, so a
+    // delivery that started under the old routes keeps its lease too.
+    lease = std::max(lease, longest + millis{60'000});
   }
 
   void start_claim_loop() {
@@ -205,6 +216,12 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     if (f.body) out.body = std::move(*f.body);
     out.timeout = r.settings.request_timeout;
     out.allow_private = r.cfg.allow_private_networks;
+    // A signed custom-bot message is signed at each attempt: a signature is good for an hour.
+    if (r.cfg.internal && cfg.alerts.format == "feishu" && !cfg.alerts.secret.empty()) {
+      auto body = sign_feishu_bot_body(out.body, cfg.alerts.secret, clk.now());
+      if (!body) return std::string("alert message is not a JSON object");
+      out.body = std::move(*body);
+    }
     return std::nullopt;
   }
 
@@ -246,6 +263,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     slot_guard guard{*this, slot};
     const auto started = clk.now();
     const auto t0 = std::chrono::steady_clock::now();
+    const auto routes_held = routes.hold();  // a reload meanwhile leaves `r` valid
     const route* r = routes.match(job.location);
     attempt_result result;
     std::string used_token;
@@ -298,7 +316,11 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       answer->status = result.answered() ? result.status : 0;
       answer->body = result.body;
     }
-    co_await record(std::move(f), v, step, slot, answer);
+    std::shared_ptr<dead_job> died;
+    if (alerts && step.to == next_step::state::dead)
+      died = std::make_shared<dead_job>(
+          dead_job{job.id, job.route, job.location, step.reason, job.request, job.attempts});
+    co_await record(std::move(f), v, step, slot, answer, died);
   }
 
   // Commits the attempt's outcome, retrying with backoff until it commits: the outcome exists
@@ -306,7 +328,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   // job stays fenced and counted as busy, for its route and its key, in the store until its
   // outcome commits or its lease expires, and the next claim can ride in the same commit.
   asio::awaitable<void> record(store::job_finish f, verdict v, next_step step,
-                               std::shared_ptr<bool> slot, std::shared_ptr<first_answer> answer) {
+                               std::shared_ptr<bool> slot, std::shared_ptr<first_answer> answer,
+                               std::shared_ptr<dead_job> died) {
     millis backoff = finish_retry_first;
     asio::steady_timer wait(ex);
     ++recording;
@@ -335,6 +358,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
           answer->state = res.state;
           answers->report(f.id, std::move(*answer));
         }
+        if (died && res.applied && !detached) alerts->job_died(std::move(*died));
         break;
       }
       if (tries == 1)
@@ -387,6 +411,8 @@ void dispatcher::start() {
 }
 
 void dispatcher::report_first_answers(first_answers* answers) { impl_->answers = answers; }
+void dispatcher::report_deaths(alerter* alerts) { impl_->alerts = alerts; }
+void dispatcher::routes_changed() { impl_->follow_routes(); }
 
 void dispatcher::wake() {
   asio::post(impl_->ex, [self = impl_] {

@@ -32,6 +32,7 @@ class http_client;
 class credential_source;
 
 class first_answers;
+class alerter;
 
 class dispatcher {
  public:
@@ -47,6 +48,10 @@ class dispatcher {
   // Where the first answer of a job a /resend waits for (Prefer: wait) is reported; set before
   // start().
   void report_first_answers(first_answers* answers);
+  // Told of every job that dies (after its outcome commits); set before start().
+  void report_deaths(alerter* alerts);
+  // The route table was replaced (reload): per-route limits and the lease follow it.
+  void routes_changed();
   // Stops claiming; `drained` runs (on the io_context) once no delivery is in flight.
   void stop(std::function<void()> drained);
   int in_flight() const;

@@ -143,6 +143,9 @@ std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
 
   const route* r = routes.match(location);
   if (!r) return intake_error{403, "no_route", "location matches no configured route"};
+  if (r->cfg.internal)
+    return intake_error{403, "no_route",
+                        "location is resendd's alert webhook, which takes no jobs"};
   if (!allows_method(r->cfg, method))
     return intake_error{403, "method_not_allowed",
                         "route " + r->cfg.name + " does not allow method " + method};

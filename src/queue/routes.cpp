@@ -10,8 +10,30 @@
 
 namespace resendd {
 
-route_table::route_table(const config& c) {
-  for (const auto& rc : c.routes) {
+namespace {
+
+// The route alert messages go out on: exactly the webhook's URL (as the client sends it), POST,
+// the feishu profile for a Feishu/Lark bot (its failures come back as HTTP 200 with a code).
+// The operator wrote that URL, so it may be a private address (an in-house Alertmanager).
+route_config alerts_route(const config& c) {
+  route_config r;
+  r.name = alerts_route_name;
+  r.internal = true;
+  r.match = RE2::QuoteMeta(normalize_location(c.alerts.webhook).url);
+  r.profile = c.alerts.format == "feishu" ? "feishu" : "generic";
+  r.methods = {"POST"};
+  r.allow_private_networks = true;
+  r.serialize_by = "";
+  r.overrides.concurrency = 1;
+  return r;
+}
+
+std::shared_ptr<std::vector<std::unique_ptr<route>>> build_routes(const config& c) {
+  auto out = std::make_shared<std::vector<std::unique_ptr<route>>>();
+  std::vector<route_config> configs;
+  if (!c.alerts.webhook.empty()) configs.push_back(alerts_route(c));
+  configs.insert(configs.end(), c.routes.begin(), c.routes.end());
+  for (const auto& rc : configs) {
     auto r = std::make_unique<route>();
     r->cfg = rc;
     r->settings = effective_settings(c, rc);
@@ -19,14 +41,21 @@ route_table::route_table(const config& c) {
     opts.set_log_errors(false);
     r->pattern = std::make_unique<RE2>(rc.match, opts);
     if (!r->pattern->ok()) throw std::invalid_argument("route " + rc.name + ": bad pattern");
-    routes_.push_back(std::move(r));
+    out->push_back(std::move(r));
   }
+  return out;
 }
+
+}  // namespace
+
+route_table::route_table(const config& c) : routes_(build_routes(c)) {}
 
 route_table::~route_table() = default;
 
+void route_table::replace(const config& c) { routes_ = build_routes(c); }
+
 const route* route_table::match(std::string_view location) const {
-  for (const auto& r : routes_)
+  for (const auto& r : *routes_)
     if (RE2::FullMatch(re2::StringPiece(location.data(), location.size()), *r->pattern))
       return r.get();
   return nullptr;

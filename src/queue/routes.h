@@ -1,6 +1,7 @@
 #pragma once
-// The route table: which locations resendd will deliver to, and how. Built once from config;
-// immutable afterwards, so it is safe to share between threads.
+// The route table: which locations resendd will deliver to, and how. Built from config, and
+// rebuilt by replace() when the daemon reloads it (SIGHUP). Used on the io thread only; a set of
+// routes replaced while a delivery still holds one of its routes lives on through hold().
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,12 +28,18 @@ class route_table {
   route_table(const route_table&) = delete;
   route_table& operator=(const route_table&) = delete;
 
-  // The first route whose pattern matches the whole location, or nullptr.
+  // The first route whose pattern matches the whole location, or nullptr. With [alerts] webhook
+  // set, the first route is resendd's own alert route (exactly the webhook's URL, POST).
   const route* match(std::string_view location) const;
-  const std::vector<std::unique_ptr<route>>& all() const { return routes_; }
+  const std::vector<std::unique_ptr<route>>& all() const { return *routes_; }
+  // Builds the routes of `c` (throws std::invalid_argument as the constructor does) and puts
+  // them in place of the current ones.
+  void replace(const config& c);
+  // Keeps the current routes (and so every route* match() gave) alive while it is held.
+  std::shared_ptr<const void> hold() const { return routes_; }
 
  private:
-  std::vector<std::unique_ptr<route>> routes_;
+  std::shared_ptr<std::vector<std::unique_ptr<route>>> routes_;
 };
 
 // The URL the client will send, which is what routes match: scheme and host lower-cased,

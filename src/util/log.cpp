@@ -67,6 +67,13 @@ bool setup_logging(std::string_view level, std::string_view format) {
   return true;
 }
 
+bool set_log_level(std::string_view level) {
+  const auto lvl = spdlog::level::from_str(std::string(level));
+  if (lvl == spdlog::level::off && level != "off") return false;
+  spdlog::default_logger()->set_level(lvl);
+  return true;
+}
+
 std::string mask_secret(std::string_view secret) {
   std::string_view scheme;
   if (auto sp = secret.find(' '); sp != std::string_view::npos && sp < 16) {
@@ -170,6 +177,14 @@ std::optional<std::string> scrub_request_secrets(std::string_view request) {
     }
   if (!changed) return std::nullopt;
   return req.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string mask_url_path(const std::string& url) {
+  if (url.empty()) return url;
+  const auto scheme = url.find("://");
+  const auto path = scheme == std::string::npos ? 0 : url.find_first_of("/?#", scheme + 3);
+  if (path == std::string::npos) return url;
+  return url.substr(0, path) + "/…(" + std::to_string(url.size() - path) + " chars)";
 }
 
 std::string mask_pg_url(const std::string& url) {

@@ -12,11 +12,16 @@ namespace resendd {
 // `format`: "text" (a line of time, level, message) or "json" (one object a line: time, level,
 // msg). False for an unknown level or format.
 bool setup_logging(std::string_view level, std::string_view format = "text");
+// Changes the level of the logger setup_logging made (a reload). False for an unknown level.
+bool set_log_level(std::string_view level);
 
 // "Bearer abcd…(41 chars)" style: enough to tell two secrets apart, not enough to use one.
 std::string mask_secret(std::string_view secret);
 // A PostgreSQL connection URL (or key=value string) with its password replaced by "***".
 std::string mask_pg_url(const std::string& url);
+// A URL whose path and query may hold a secret (a custom bot's hook token): scheme and host kept,
+// the rest masked ("https://open.feishu.cn/…(41 chars)"); "" stays "".
+std::string mask_url_path(const std::string& url);
 // Compares a presented secret with the expected one in time independent of where they differ.
 bool secret_equals(std::string_view given, std::string_view expected);
 // True for header names whose values are credentials (Authorization, Cookie, X-Api-Key, ...).

@@ -523,9 +523,9 @@ TEST(Cli, VersionAndSighup) {
   EXPECT_EQ(v.status, 0);
   EXPECT_NE(v.output.find("resendd 0."), std::string::npos) << v.output;
   daemon_process d(dir, local_config());
-  // SIGHUP does not end the daemon (its default action would): refused with one log line.
+  // SIGHUP does not end the daemon (its default action would): it reloads the configuration.
   d.send_signal(SIGHUP);
-  ASSERT_TRUE(d.wait_log("SIGHUP: reloading the configuration is not supported")) << d.log();
+  ASSERT_TRUE(d.wait_log("SIGHUP: configuration reloaded")) << d.log();
   EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
   // healthcheck finds the daemon from the config's listen (a wildcard address means loopback).
   const auto port = std::to_string(d.port());
@@ -696,4 +696,16 @@ TEST(Https, IntakeOverTlsWithATestCertificate) {
   EXPECT_EQ(curl("https://localhost:" + port + "/healthz"), "200");
   // A client that does not trust the certificate is refused by the handshake.
   EXPECT_EQ(curl("--cacert /dev/null https://localhost:" + port + "/healthz"), "000");
+  // SIGHUP reads the files again: a certificate from another CA in their place is served to
+  // new connections.
+  temp_dir other;
+  const auto renewed = make_cert(other, "localhost");
+  ASSERT_EQ(cert.cert_file, dir.file("leaf-localhost.pem"));
+  dir.write("leaf-localhost.pem", read_text(renewed.cert_file));
+  dir.write("leaf-localhost.key", read_text(renewed.key_file));
+  d.send_signal(SIGHUP);
+  ASSERT_TRUE(d.wait_log("TLS certificate read again")) << d.log();
+  EXPECT_EQ(curl("https://localhost:" + port + "/healthz"), "000");  // the old CA
+  EXPECT_EQ(curl("--cacert " + other.file("ca.pem") + " https://localhost:" + port + "/healthz"),
+            "200");
 }

@@ -1,0 +1,217 @@
+// Operating the daemon: alerts to a webhook when jobs die, and SIGHUP reloads.
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <signal.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "support/harness.h"
+
+using namespace resendd::test;
+using nlohmann::json;
+
+namespace {
+
+// Two routes to the fake destinations (/a/… and /b/…), and [alerts] to `hook`.
+std::string two_routes_with_alerts(const std::string& hook, const std::string& alerts_keys) {
+  return R"([server]
+listen = "127.0.0.1:0"
+[delivery]
+retry_base = "10ms"
+retry_cap = "40ms"
+request_timeout = "10s"
+shutdown_grace = "2s"
+[[routes]]
+name = "a"
+match = '^http://127\.0\.0\.1:\d+/a/.*$'
+allow_private_networks = true
+[[routes]]
+name = "b"
+match = '^http://127\.0\.0\.1:\d+/b/.*$'
+allow_private_networks = true
+[alerts]
+webhook = ")" +
+         hook + "\"\n" + alerts_keys;
+}
+
+json body_of(const received& r) { return json::parse(r.body, nullptr, false); }
+
+// Feishu's custom-bot signature, computed here independently of resendd's code.
+std::string bot_sign(const std::string& timestamp, const std::string& secret) {
+  const std::string key = timestamp + "\n" + secret;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), int(key.size()), nullptr, 0, md, &len);
+  unsigned char out[64] = {};
+  EVP_EncodeBlock(out, md, int(len));
+  return reinterpret_cast<char*>(out);
+}
+
+}  // namespace
+
+TEST(Alerts, ADeathIsAlertedOnceAndABurstOfFiftyIsOneMessageWithACount) {
+  temp_dir dir;
+  fake_server hook;  // answers 200 {"code":0}
+  fake_server dest([](const received&) { return fake_reply{400, R"({"error":"no such table"})"}; });
+  daemon_process d(
+      dir, two_routes_with_alerts(hook.url("/hook"), "delay = \"1s\"\ninterval = \"4s\"\n"));
+  // One bill on route a, fifty on route b: each dies at its first attempt.
+  const auto first = job_id(post_resend(d, resend_body(dest.url("/a/1"), "lunch")));
+  ASSERT_FALSE(first.empty());
+  for (int i = 0; i < 50; ++i)
+    ASSERT_EQ(post_resend(d, resend_body(dest.url("/b/" + std::to_string(i)))).status, 202);
+  ASSERT_TRUE(hook.wait_for(2)) << d.log();
+  const auto t1 = std::chrono::steady_clock::now();
+  std::map<std::string, json> by_route;
+  for (const auto& r : hook.requests()) {
+    EXPECT_EQ(r.method, "POST");
+    EXPECT_EQ(r.target, "/hook");
+    const auto j = body_of(r);
+    ASSERT_TRUE(j.is_object()) << r.body;
+    by_route[j["route"].get<std::string>()] = j;
+  }
+  ASSERT_EQ(by_route.size(), 2u) << d.log();
+  // Route a: one message for its one death, saying which bill, which table, why, how to retry.
+  const auto& a = by_route["a"];
+  EXPECT_EQ(a["count"], 1);
+  ASSERT_EQ(a["jobs"].size(), 1u);
+  EXPECT_EQ(a["jobs"][0]["id"], first);
+  EXPECT_NE(a["jobs"][0]["reason"].get<std::string>().find("HTTP 400"), std::string::npos) << a;
+  const auto text = a["text"].get<std::string>();
+  EXPECT_NE(text.find(R"(bill: {"备注":"lunch","金额":12.5})"), std::string::npos) << text;
+  EXPECT_NE(text.find("/a/1"), std::string::npos) << text;
+  EXPECT_NE(text.find("resendd jobs retry " + first), std::string::npos) << text;
+  EXPECT_EQ(text.find("t-secret-token"), std::string::npos) << text;
+  // Route b: fifty deaths in one message, five listed and the rest counted.
+  const auto& b = by_route["b"];
+  EXPECT_EQ(b["count"], 50);
+  EXPECT_EQ(b["jobs"].size(), 5u);
+  EXPECT_NE(b["text"].get<std::string>().find("and 45 more"), std::string::npos) << b;
+
+  // Another death on route a within its interval waits for the interval (4 s after the first
+  // message), not just the delay (1 s).
+  const auto second = job_id(post_resend(d, resend_body(dest.url("/a/2"), "dinner")));
+  ASSERT_TRUE(hook.wait_for(3, std::chrono::seconds(30))) << d.log();
+  const auto waited = std::chrono::steady_clock::now() - t1;
+  EXPECT_GE(waited, std::chrono::milliseconds(3'000));
+  const auto third = body_of(hook.requests()[2]);
+  EXPECT_EQ(third["route"], "a");
+  EXPECT_EQ(third["count"], 1);
+  EXPECT_EQ(third["jobs"][0]["id"], second);
+  // Three messages queued, no more; each is a job of its own on the alert route, succeeded.
+  ASSERT_TRUE(d.wait_log_count("[route resendd-alerts, HTTP 200", 3)) << d.log();
+  const auto m = scrape_metrics(d, dir);
+  EXPECT_EQ(m.at("resendd_alerts_total{}"), 3);
+  EXPECT_EQ(hook.count(), 3u);
+  // A bot cannot queue to the webhook itself.
+  EXPECT_EQ(post_resend(d, resend_body(hook.url("/hook"))).status, 403);
+}
+
+TEST(Alerts, AFeishuBotMessageIsSignedAndAnAlertThatDiesIsNotAlerted) {
+  temp_dir dir;
+  std::atomic<int> seen{0};
+  std::string bad_sign;
+  fake_server hook([&](const received& r) {
+    const auto j = body_of(r);
+    const bool signed_ok =
+        j.is_object() && j.value("timestamp", "") != "" &&
+        j.value("sign", "") == bot_sign(j.value("timestamp", ""), "bot-secret-9");
+    if (!signed_ok) bad_sign = r.body;
+    // The first message is refused for good (HTTP 400, Feishu's "Bad Request"): its job dies.
+    if (seen++ == 0) return fake_reply{400, R"({"code":9499,"msg":"Bad Request","data":{}})"};
+    return fake_reply{200, R"({"code":0,"msg":"success","data":{}})"};
+  });
+  fake_server dest([](const received&) { return fake_reply{400, "{}"}; });
+  daemon_process d(dir, two_routes_with_alerts(hook.url("/open-apis/bot/v2/hook/tok-1"),
+                                               "format = \"feishu\"\nsecret = \"bot-secret-9\"\n"
+                                               "delay = \"200ms\"\ninterval = \"200ms\"\n"));
+  const auto one = job_id(post_resend(d, resend_body(dest.url("/a/1"))));
+  ASSERT_TRUE(hook.wait_for(1)) << d.log();
+  // The alert job died ...
+  ASSERT_TRUE(d.wait_log("[route resendd-alerts, HTTP 400")) << d.log();
+  // ... and another bill dies after it: the next message is about that bill, not about the
+  // alert (an alert on the alert would go first: the alert route delivers one at a time).
+  const auto two = job_id(post_resend(d, resend_body(dest.url("/a/2"))));
+  ASSERT_TRUE(hook.wait_for(2)) << d.log();
+  ASSERT_TRUE(d.wait_log("[route resendd-alerts, HTTP 200")) << d.log();
+  const auto reqs = hook.requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  for (const auto& r : reqs) {
+    const auto j = body_of(r);
+    EXPECT_EQ(j["msg_type"], "text") << r.body;
+    EXPECT_EQ(j["content"]["text"].get<std::string>().find("resendd-alerts"), std::string::npos)
+        << r.body;
+  }
+  EXPECT_NE(body_of(reqs[0])["content"]["text"].get<std::string>().find(one), std::string::npos);
+  EXPECT_NE(body_of(reqs[1])["content"]["text"].get<std::string>().find(two), std::string::npos);
+  EXPECT_EQ(bad_sign, "") << "a message without a good signature";
+  // Neither the hook's token nor the signing secret is in the log.
+  EXPECT_EQ(d.log().find("tok-1"), std::string::npos);
+  EXPECT_EQ(d.log().find("bot-secret-9"), std::string::npos);
+}
+
+TEST(Alerts, DeathsWaitingInABatchAreQueuedAtShutdownAndSentAtTheNextStart) {
+  temp_dir dir;
+  fake_server hook;
+  fake_server dest([](const received&) { return fake_reply{400, "{}"}; });
+  const auto cfg = two_routes_with_alerts(hook.url("/hook"), "delay = \"1h\"\n");
+  std::string id;
+  {
+    daemon_process d(dir, cfg);
+    id = job_id(post_resend(d, resend_body(dest.url("/b/1"))));
+    ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
+    d.send_signal(SIGTERM);
+    EXPECT_EQ(d.wait_exit(), 0) << d.log();
+    EXPECT_NE(d.log().find("alert: 1 dead job(s) on route b reported in job"), std::string::npos)
+        << d.log();
+    EXPECT_EQ(hook.count(), 0u);
+  }
+  daemon_process again(dir, cfg);
+  ASSERT_TRUE(hook.wait_for(1)) << again.log();
+  EXPECT_EQ(body_of(hook.requests()[0])["jobs"][0]["id"], id);
+}
+
+TEST(Reload, SighupAppliesRoutesTokensAndLogLevelAndABadFileChangesNothing) {
+  temp_dir dir;
+  fake_server dest([](const received& r) {
+    return r.target == "/a" ? fake_reply{400, "{}"} : fake_reply{};
+  });
+  // Route /a only.
+  const auto first = test_config(R"(^http://127\.0\.0\.1:\d+/a$)", "", "");
+  daemon_process d(dir, first);
+  EXPECT_EQ(post_resend(d, resend_body(dest.url("/b"))).status, 403);
+  // A file that does not load: said once, nothing changes, the daemon goes on.
+  dir.write("resendd.toml", first + "\n[[routes]]\nname = 1\n");
+  d.send_signal(SIGHUP);
+  ASSERT_TRUE(d.wait_log("SIGHUP: the configuration was not reloaded")) << d.log();
+  EXPECT_NE(d.log().find("routes[1].name"), std::string::npos) << d.log();
+  EXPECT_EQ(post_resend(d, resend_body(dest.url("/b"))).status, 403);
+
+  // Routes /a and /b, a token, warnings only, and a key that needs a restart.
+  auto second = test_config(R"(^http://127\.0\.0\.1:\d+/[ab]$)", "", "[log]\nlevel = \"warn\"\n");
+  second.replace(second.find("[server]\n"), 9,
+                 "[server]\napi_tokens = [\"reload-token-1\"]\nmax_body_bytes = 4096\n");
+  dir.write("resendd.toml", second);
+  d.send_signal(SIGHUP);
+  ASSERT_TRUE(d.wait_log("SIGHUP: configuration reloaded")) << d.log();
+  EXPECT_NE(d.log().find("changed but kept until a restart: server.max_body_bytes"),
+            std::string::npos)
+      << d.log();
+  const std::map<std::string, std::string> bearer{{"Authorization", "Bearer reload-token-1"}};
+  EXPECT_EQ(post_resend(d, resend_body(dest.url("/b"))).status, 401);
+  const auto b = post_resend(d, resend_body(dest.url("/b")), bearer);
+  ASSERT_EQ(b.status, 202) << b.body;
+  ASSERT_TRUE(dest.wait_for(1));
+  // max_body_bytes is not applied until a restart: a 5 kB body is still taken.
+  auto big = resend_body(dest.url("/a"));
+  big["params"]["note"] = std::string(5000, 'x');
+  const auto dead = job_id(post_resend(d, big, bearer));
+  ASSERT_FALSE(dead.empty());
+  ASSERT_TRUE(d.wait_log("job " + dead + " attempt 1: dead")) << d.log();  // a warning
+  // At warn, the info lines of the first job ("queued", written before its 202) are not written.
+  EXPECT_EQ(d.log().find("job " + job_id(b) + " queued"), std::string::npos) << d.log();
+  d.send_signal(SIGTERM);
+  EXPECT_EQ(d.wait_exit(), 0) << d.log();
+}
