@@ -317,6 +317,7 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
                routes.all().size(), cfg.delivery.defaults.concurrency);
   store.on_wake([&dispatch] { dispatch.wake(); });  // another daemon queued a job or freed a slot
   dispatch.start();
+  alerts.start();
   metrics().set("resendd_build_info", "The running build; the value is always 1.",
                 {{"version", RESENDD_VERSION}}, 1);
   // Retention: a pass every retention.interval deletes finished jobs past their keep time.

@@ -193,6 +193,7 @@ struct alerter::impl : std::enable_shared_from_this<alerter::impl> {
     job.route = alerts_route_name;
     job.method = "POST";
     job.location = normalize_location(cfg.alerts.webhook).url;
+    job.resource_key = "alerts:" + route;  // how start() tells what was reported
     job.request = compact(
         json{{"location", job.location},
              {"method", "POST"},
@@ -237,6 +238,32 @@ alerter::alerter(asio::io_context& io, queue_service& queue, const config& cfg, 
 alerter::~alerter() {
   for (auto& [route, b] : impl_->batches)
     if (b.timer) b.timer->cancel();
+}
+
+void alerter::start() {
+  if (impl_->cfg.alerts.webhook.empty()) return;
+  auto self = impl_;
+  asio::co_spawn(
+      self->io,
+      [self]() -> asio::awaitable<void> {
+        const auto r = co_await self->queue.unalerted_dead(
+            alerts_route_name, self->clk.now() - catch_up, catch_up_limit);
+        if (!r.value) {
+          spdlog::error("alert: looking for dead jobs no alert reported failed: {}", r.error);
+          co_return;
+        }
+        if (r.value->empty()) co_return;
+        spdlog::warn(
+            "alert: {} dead job(s) of the last {} were not reported (resendd stopped "
+            "before their alert was queued); reporting them now",
+            r.value->size(), format_duration(catch_up));
+        for (const auto& j : *r.value)
+          self->died({j["id"], j["route"], j["location"], j["last_error"], j["request"],
+                      j["attempts"].get<int>()});
+      },
+      [](std::exception_ptr e) {
+        if (e) spdlog::error("alert: the start-up look failed: {}", exception_message(e));
+      });
 }
 
 void alerter::job_died(dead_job d) {

@@ -7,7 +7,9 @@
 // Batching, per route of the dead jobs: a death with no batch open starts one, which is queued
 // `alerts.delay` later but never sooner than `alerts.interval` after that route's previous
 // message; deaths meanwhile join the batch and are counted (the first few are listed). At
-// shutdown open batches are queued at once (flush), so a SIGTERM loses none.
+// shutdown open batches are queued at once (flush), so a SIGTERM loses none; after a crash,
+// start() finds the deaths no alert job covers (each alert job carries its route in its
+// resource_key, "alerts:ROUTE", and deaths after the newest one are not yet reported).
 //
 // Thread-safety: job_died and flush run on the io thread (the dispatcher's).
 #include <boost/asio/io_context.hpp>
@@ -66,6 +68,11 @@ class alerter {
   alerter(const alerter&) = delete;
   alerter& operator=(const alerter&) = delete;
 
+  // At start: dead jobs of the last `catch_up` that no alert reported (a crash within `delay`
+  // of a death, or a webhook set since) are reported like new deaths.
+  void start();
+  static constexpr millis catch_up{3'600'000};
+  static constexpr int catch_up_limit = 1000;
   // A job died (its outcome committed). Ignored without a webhook and for alert jobs.
   void job_died(dead_job d);
   // Queues every open batch now; `done` runs once they are stored (or given up).

@@ -66,6 +66,14 @@ asio::awaitable<read_result> queue_service::oldest_queued() {
   co_return r ? *r : read_result{std::nullopt, "the store did not answer in time"};
 }
 
+asio::awaitable<read_result> queue_service::unalerted_dead(std::string alerts_route, sys_time since,
+                                                           int limit) {
+  auto r = co_await await_callback_for<read_result>(
+      [&](auto done) { store_.unalerted_dead(alerts_route, since, limit, std::move(done)); },
+      t_.admin, stop_waiting);
+  co_return r ? *r : read_result{std::nullopt, "the store did not answer in time"};
+}
+
 asio::awaitable<action_result> queue_service::act(const action_start& start) {
   auto g = make_gate();
   const std::function<bool()> give_up = [g] { return abandon(g); };

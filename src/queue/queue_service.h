@@ -40,6 +40,8 @@ class queue_service {
   boost::asio::awaitable<store::read_result> job(std::string id);
   boost::asio::awaitable<store::read_result> list(std::string state, int limit);
   boost::asio::awaitable<store::read_result> oldest_queued();
+  boost::asio::awaitable<store::read_result> unalerted_dead(std::string alerts_route,
+                                                            sys_time since, int limit);
   boost::asio::awaitable<store::action_result> cancel(std::string id);
   boost::asio::awaitable<store::action_result> retry(std::string id, bool force);
   boost::asio::awaitable<store::action_result> retry_dead();

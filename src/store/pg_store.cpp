@@ -1057,4 +1057,34 @@ void pg_store::oldest_queued(std::function<void(read_result)> done) {
   if (!taken) done({std::nullopt, "too many reads waiting; try again"});
 }
 
+void pg_store::unalerted_dead(std::string alerts_route, sys_time since, int limit,
+                              std::function<void(read_result)> done) {
+  const bool taken = reader_->post([done, alerts_route, since, limit](pg_connection& c) {
+    read_result r;
+    try {
+      // Once at start: dead jobs are few (retention deletes them) and read off the network thread.
+      auto q = c.run(
+          "SELECT j.id, j.route, j.location, coalesce(j.last_error, ''), j.request, j.attempts "
+          "FROM jobs j WHERE j.state = 'dead' AND j.route <> $1 AND j.finished_at > $2 AND "
+          "j.finished_at > coalesce((SELECT max(a.created_at) FROM jobs a WHERE a.route = $1 "
+          "AND a.resource_key = 'alerts:' || j.route), '-infinity') "
+          "ORDER BY j.finished_at LIMIT $3",
+          {alerts_route, to_iso8601(since), std::to_string(limit)});
+      auto rows = json::array();
+      for (int i = 0; i < q.size(); ++i)
+        rows.push_back({{"id", q.text(i, 0)},
+                        {"route", q.text(i, 1)},
+                        {"location", q.text(i, 2)},
+                        {"last_error", q.text(i, 3)},
+                        {"request", q.text(i, 4)},
+                        {"attempts", std::stoi(q.text(i, 5))}});
+      r.value = std::move(rows);
+    } catch (const std::exception& e) {
+      r.error = e.what();
+    }
+    done(std::move(r));
+  });
+  if (!taken) done({std::nullopt, "too many reads waiting; try again"});
+}
+
 }  // namespace resendd::store

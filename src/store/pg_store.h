@@ -79,6 +79,8 @@ class pg_store final : public queue_store {
   void job(std::string id, std::function<void(read_result)> done) override;
   void list(std::string state, int limit, std::function<void(read_result)> done) override;
   void oldest_queued(std::function<void(read_result)> done) override;
+  void unalerted_dead(std::string alerts_route, sys_time since, int limit,
+                      std::function<void(read_result)> done) override;
 
   job_counts counts() const override;
   std::int64_t active() const override { return counter_.active(); }

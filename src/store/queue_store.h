@@ -225,6 +225,12 @@ class queue_store {
   virtual void list(std::string state, int limit, std::function<void(read_result)> done) = 0;
   // When the oldest queued job was created (ISO-8601 text), or null when none is queued.
   virtual void oldest_queued(std::function<void(read_result)> done) = 0;
+  // Dead jobs an alert may not have reported: not of the alert route (`alerts_route`), finished
+  // after `since` and after the newest alert job made for their route (an alert job's
+  // resource_key is "alerts:" + the route it reports). A JSON array of {"id", "route",
+  // "location", "last_error", "request", "attempts"}, oldest first, at most `limit`.
+  virtual void unalerted_dead(std::string alerts_route, sys_time since, int limit,
+                              std::function<void(read_result)> done) = 0;
 
   // --- in memory ---
   virtual job_counts counts() const = 0;

@@ -883,4 +883,37 @@ void sqlite_store::oldest_queued(std::function<void(read_result)> done) {
   if (!taken) done({std::nullopt, "too many reads waiting; try again"});
 }
 
+void sqlite_store::unalerted_dead(std::string alerts_route, sys_time since, int limit,
+                                  std::function<void(read_result)> done) {
+  const bool taken = reader_->post([done, alerts_route, since, limit](SQLite::Database& db) {
+    read_result r;
+    try {
+      // Once at start: dead jobs are few (retention deletes them) and read off the network thread.
+      SQLite::Statement q(
+          db,
+          "SELECT j.id, j.route, j.location, coalesce(j.last_error, ''), j.request, j.attempts "
+          "FROM jobs j "
+          "WHERE j.state = 'dead' AND j.route <> ?1 AND j.finished_at > ?2 AND j.finished_at > "
+          "coalesce((SELECT max(a.created_at) FROM jobs a WHERE a.route = ?1 AND "
+          "a.resource_key = 'alerts:' || j.route), '') ORDER BY j.finished_at LIMIT ?3");
+      q.bind(1, alerts_route);
+      q.bind(2, to_iso8601(since));
+      q.bind(3, limit);
+      auto rows = json::array();
+      while (q.executeStep())
+        rows.push_back({{"id", q.getColumn(0).getString()},
+                        {"route", q.getColumn(1).getString()},
+                        {"location", q.getColumn(2).getString()},
+                        {"last_error", q.getColumn(3).getString()},
+                        {"request", q.getColumn(4).getString()},
+                        {"attempts", q.getColumn(5).getInt()}});
+      r.value = std::move(rows);
+    } catch (const std::exception& e) {
+      r.error = e.what();
+    }
+    done(std::move(r));
+  });
+  if (!taken) done({std::nullopt, "too many reads waiting; try again"});
+}
+
 }  // namespace resendd::store

@@ -173,6 +173,41 @@ TEST(Alerts, DeathsWaitingInABatchAreQueuedAtShutdownAndSentAtTheNextStart) {
   EXPECT_EQ(body_of(hook.requests()[0])["jobs"][0]["id"], id);
 }
 
+TEST(Alerts, ADeathWhoseAlertWasLostToACrashIsReportedAtTheNextStart) {
+  temp_dir dir;
+  fake_server hook;
+  fake_server dest([](const received&) { return fake_reply{400, "{}"}; });
+  std::string id, reported;
+  {
+    // The message would go out in an hour: kill -9 loses it from memory.
+    daemon_process d(dir, two_routes_with_alerts(hook.url("/hook"), "delay = \"1h\"\n"));
+    reported = job_id(post_resend(d, resend_body(dest.url("/a/1"))));
+    ASSERT_TRUE(d.wait_log("job " + reported + " attempt 1: dead")) << d.log();
+    d.send_signal(SIGTERM);  // a clean stop queues it (and the next start sends it)
+    EXPECT_EQ(d.wait_exit(), 0) << d.log();
+  }
+  {
+    daemon_process d(dir, two_routes_with_alerts(hook.url("/hook"), "delay = \"1h\"\n"));
+    ASSERT_TRUE(hook.wait_for(1)) << d.log();  // the one queued at the stop
+    id = job_id(post_resend(d, resend_body(dest.url("/b/1"))));
+    ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
+    d.kill9();
+  }
+  daemon_process again(dir, two_routes_with_alerts(hook.url("/hook"), "delay = \"100ms\"\n"));
+  ASSERT_TRUE(hook.wait_for(2)) << again.log();
+  EXPECT_NE(again.log().find("alert: 1 dead job(s) of the last 1h were not reported"),
+            std::string::npos)
+      << again.log();
+  const auto second = body_of(hook.requests()[1]);
+  EXPECT_EQ(second["route"], "b");
+  EXPECT_EQ(second["count"], 1);
+  EXPECT_EQ(second["jobs"][0]["id"], id);
+  // The job reported before the crash is not reported again.
+  EXPECT_EQ(hook.requests()[1].body.find(reported), std::string::npos);
+  ASSERT_TRUE(again.wait_log("[route resendd-alerts, HTTP 200")) << again.log();
+  EXPECT_EQ(hook.count(), 2u);
+}
+
 TEST(Reload, SighupAppliesRoutesTokensAndLogLevelAndABadFileChangesNothing) {
   temp_dir dir;
   fake_server dest([](const received& r) {
