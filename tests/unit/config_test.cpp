@@ -180,3 +180,21 @@ TEST(Config, APublicListenWithoutTokensIsRefusedWhenRead) {
   EXPECT_NO_THROW(load_config_text(
       "[server]\nlisten = \"0.0.0.0:9000\"\nallow_unauthenticated_public = true\n", {}));
 }
+
+// Found by fuzz_config: toml11 3.7.1 reads past its buffer reporting invalid UTF-8 inside a
+// literal string (ASan: heap-buffer-overflow). The text is checked first.
+TEST(Config, TextThatIsNotUtf8IsRefusedBeforeTheTomlParserSeesIt) {
+  const std::string bad =
+      "[log]\nlevel = \"info\"\n[[routes]]\nname = \"r\"\nmatch = "
+      "'^https://open\\.feishu\\.cn/open-apis/bitable/v1/apps/[^/]+/tables/[^/]+/records/"
+      "batch_cr\x9b\x9e\x8b\x9a\xd7\xa4\xc0\xa3.*)?$'\n";
+  try {
+    load_config_text(bad, {});
+    FAIL() << "accepted";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find("not valid UTF-8 (line 5, byte 140)"), std::string::npos)
+        << e.what();
+  }
+  // Valid UTF-8 in a literal string is fine.
+  EXPECT_NO_THROW(load_config_text("[[routes]]\nname = '账单'\nmatch = '^https://x/$'\n", {}));
+}
