@@ -1,7 +1,10 @@
 #include "api/handlers.h"
 
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/url/parse.hpp>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -196,7 +199,26 @@ asio::awaitable<outgoing_response> api::readyz() {
 }
 
 asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
-  auto prepared = prepare_job(req.body, req.header("idempotency-key"), s_.routes, s_.clk.now());
+  const std::string key = req.header("idempotency-key");
+  // A large body is read on the work pool: parsing megabytes of JSON would hold every other
+  // connection and every delivery on this thread for that long.
+  using checked_t = std::variant<checked_body, intake_error>;
+  checked_t checked;
+  if (s_.work_pool && req.body.size() >= large_request_bytes) {
+    checked = co_await await_callback<checked_t>([&](auto done) {
+      asio::post(*s_.work_pool, [&req, &key, done = std::move(done)] {
+        auto r = check_body(req.body, key);
+        done(std::move(r));
+        ::malloc_trim(0);  // the parsed document's memory goes back to the system
+      });
+    });
+  } else {
+    checked = check_body(req.body, key);
+  }
+  auto prepared = std::holds_alternative<intake_error>(checked)
+                      ? std::variant<store::new_job, intake_error>(std::get<intake_error>(checked))
+                      : prepare_job(std::move(std::get<checked_body>(checked)), req.body, key,
+                                    s_.routes, s_.clk.now());
   if (auto* e = std::get_if<intake_error>(&prepared)) {
     spdlog::info("resend refused ({} {}): {}", e->status, e->code, e->message);
     co_return json_error(e->status, e->code, e->message);

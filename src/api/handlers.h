@@ -12,6 +12,10 @@
 #include "http/types.h"
 #include "util/time.h"
 
+namespace boost::asio {
+class thread_pool;
+}
+
 namespace resendd {
 
 class queue_service;
@@ -29,6 +33,10 @@ struct api_services {
   token_service* tokens;  // null: /token answers 503 (not configured)
   bool public_listener = false;      // listening beyond loopback: /token needs a Bearer token too
   first_answers* answers = nullptr;  // null: Prefer: wait is ignored
+  // Where a large /resend body (queue/intake.h large_request_bytes) is checked (JSON parse,
+  // json_parse paths), so that the network thread is not held for it; null: on the caller's
+  // thread.
+  boost::asio::thread_pool* work_pool = nullptr;
 };
 
 class api {

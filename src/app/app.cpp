@@ -189,6 +189,9 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
   // most deliveries pay a new TCP (and TLS) handshake. Idle ones still go after idle_timeout.
   copts.max_idle_per_origin =
       std::max<std::size_t>(copts.max_idle_per_origin, std::size_t(cfg.delivery.defaults.concurrency));
+  // Large requests are parsed here, not on the network thread (queue/intake.h
+  // large_request_bytes): the /resend check, and a delivery's build and scrub.
+  asio::thread_pool work_pool(1);
   http_client client(io.get_executor(), copts);
   token_service tokens(cfg, client, clk);
   dispatcher dispatch(io, store, routes, client, clk, cfg, &tokens);
@@ -196,9 +199,10 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
   const bool public_listener = !asio::ip::make_address(host).is_loopback();
   first_answers answers;
   dispatch.report_first_answers(&answers);
+  dispatch.parse_large_on(&work_pool);
   alerter alerts(io, queue, cfg, clk);
   dispatch.report_deaths(&alerts);
-  api handlers({cfg, queue, routes, dispatch, clk, &tokens, public_listener, &answers});
+  api handlers({cfg, queue, routes, dispatch, clk, &tokens, public_listener, &answers, &work_pool});
   server_options sopts{host,
                        port,
                        cfg.server.max_body_bytes,

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "queue/forward.h"
+#include "queue/intake.h"
 #include "queue/queue_service.h"
 #include "queue/routes.h"
 #include "util/errors.h"
@@ -87,7 +88,11 @@ std::string alert_text(std::string_view host, std::string_view route,
     t += "\n" + std::to_string(++n) + ". job " + d.id + " → " + describe_target(d.location) + "\n";
     t += "   why: " + cut(d.reason, 400) + " (after " + std::to_string(d.attempts) +
          (d.attempts == 1 ? " attempt" : " attempts") + ")\n";
-    if (auto bill = describe_bill(d.request); !bill.empty()) t += "   bill: " + bill + "\n";
+    if (auto bill = describe_bill(d.request); !bill.empty())
+      t += "   bill: " + bill + "\n";
+    else if (d.request.empty() && d.request_bytes > 0)
+      t += "   bill: a request of " + std::to_string(d.request_bytes) +
+           " bytes: resendd jobs show " + d.id + "\n";
     t += "   retry: resendd jobs retry " + d.id + "\n";
   }
   if (count > int(listed.size()))
@@ -257,9 +262,12 @@ void alerter::start() {
             "alert: {} dead job(s) of the last {} were not reported (resendd stopped "
             "before their alert was queued); reporting them now",
             r.value->size(), format_duration(catch_up));
-        for (const auto& j : *r.value)
-          self->died({j["id"], j["route"], j["location"], j["last_error"], j["request"],
-                      j["attempts"].get<int>()});
+        for (const auto& j : *r.value) {
+          const auto& request = j["request"].get_ref<const std::string&>();
+          self->died({j["id"], j["route"], j["location"], j["last_error"],
+                      request.size() < large_request_bytes ? request : std::string(),
+                      j["attempts"].get<int>(), request.size()});
+        }
       },
       [](std::exception_ptr e) {
         if (e) spdlog::error("alert: the start-up look failed: {}", exception_message(e));

@@ -35,8 +35,9 @@ struct dead_job {
   std::string route;
   std::string location;
   std::string reason;   // the job's last error
-  std::string request;  // the stored /resend body (for the bill)
+  std::string request;  // the stored /resend body (for the bill); "" when too large to read
   int attempts = 0;
+  std::size_t request_bytes = 0;  // the stored body's size
 };
 
 // The pure parts (unit tested).

@@ -1,10 +1,12 @@
 #include "queue/dispatcher.h"
 
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/url.hpp>
 
@@ -13,6 +15,7 @@
 #include "queue/classify.h"
 #include "queue/first_answers.h"
 #include "queue/forward.h"
+#include "queue/intake.h"
 #include "queue/retry_policy.h"
 #include "queue/routes.h"
 #include "store/queue_store.h"
@@ -46,6 +49,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   credential_source* credentials;
   first_answers* answers = nullptr;    // Prefer: wait on /resend
   alerter* alerts = nullptr;           // told of deaths
+  asio::thread_pool* pool = nullptr;   // large requests are parsed there
   asio::io_context::executor_type ex;  // the io_context runs on one thread
   asio::steady_timer timer;
   std::atomic<int> in_flight{0};
@@ -200,9 +204,21 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   }
 
   // Builds the outbound request from the stored one; an error here is permanent for the job.
+  // Runs `f` on the work pool when the job's request is large, here otherwise.
+  template <class T, class F>
+  asio::awaitable<T> parse(const store::claimed_job& job, F f) {
+    if (!pool || job.request.size() < large_request_bytes) co_return f();
+    co_return co_await await_callback<T>([&](auto done) {
+      asio::post(*pool, [&f, done = std::move(done)] {
+        done(f());
+        ::malloc_trim(0);  // the parsed document's memory goes back to the system
+      });
+    });
+  }
+
   std::optional<std::string> build(const store::claimed_job& job, const route& r,
+                                   std::variant<forwarded, std::string> parts,
                                    outbound_request& out) {
-    auto parts = forward_request(job.request);
     if (auto* err = std::get_if<std::string>(&parts)) return *err;
     auto& f = std::get<forwarded>(parts);
     out.method = job.method;
@@ -239,7 +255,10 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       co_return verdict{outcome_kind::dead, {},
                         "max_attempts (" + std::to_string(r->settings.max_attempts) +
                             ") used up: deliveries were cut off by the daemon stopping"};
-    if (auto err = build(job, *r, out)) co_return verdict{outcome_kind::dead, {}, *err};
+    const auto forward = [&job] { return forward_request(job.request); };
+    auto parts = co_await parse<std::variant<forwarded, std::string>>(job, forward);
+    if (auto err = build(job, *r, std::move(parts), out))
+      co_return verdict{outcome_kind::dead, {}, *err};
     if (!r->cfg.credentials.empty()) {
       if (!credentials)
         co_return verdict{outcome_kind::not_sent,
@@ -306,7 +325,10 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     f.resource_key = job.resource_key;
     if (r) f.key_min_gap = r->cfg.key_min_gap;
     // A succeeded job keeps no bot credentials in clear (its request is never sent again).
-    if (step.to == next_step::state::succeeded) f.scrubbed_request = scrub_request_secrets(job.request);
+    if (step.to == next_step::state::succeeded) {
+      const auto scrub = [&job] { return scrub_request_secrets(job.request); };
+      f.scrubbed_request = co_await parse<std::optional<std::string>>(job, scrub);
+    }
     // A /resend waiting for this job's first answer (Prefer: wait) hears it once it commits. A
     // try that sent nothing, or that is retried at once with a fresh token, is not that answer.
     std::shared_ptr<first_answer> answer;
@@ -319,7 +341,10 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     std::shared_ptr<dead_job> died;
     if (alerts && step.to == next_step::state::dead)
       died = std::make_shared<dead_job>(
-          dead_job{job.id, job.route, job.location, step.reason, job.request, job.attempts});
+          dead_job{job.id, job.route, job.location, step.reason,
+                   // a large one is not parsed for the message (on this thread)
+                   job.request.size() < large_request_bytes ? job.request : std::string(),
+                   job.attempts, job.request.size()});
     co_await record(std::move(f), v, step, slot, answer, died);
   }
 
@@ -412,6 +437,7 @@ void dispatcher::start() {
 
 void dispatcher::report_first_answers(first_answers* answers) { impl_->answers = answers; }
 void dispatcher::report_deaths(alerter* alerts) { impl_->alerts = alerts; }
+void dispatcher::parse_large_on(asio::thread_pool* pool) { impl_->pool = pool; }
 void dispatcher::routes_changed() { impl_->follow_routes(); }
 
 void dispatcher::wake() {

@@ -22,6 +22,10 @@
 #include "config/config.h"
 #include "util/time.h"
 
+namespace boost::asio {
+class thread_pool;
+}
+
 namespace resendd {
 
 namespace store {
@@ -48,6 +52,8 @@ class dispatcher {
   // Where the first answer of a job a /resend waits for (Prefer: wait) is reported; set before
   // start().
   void report_first_answers(first_answers* answers);
+  // Where a large stored request is parsed (build, scrub); set before start(). Null: here.
+  void parse_large_on(boost::asio::thread_pool* pool);
   // Told of every job that dies (after its outcome commits); set before start().
   void report_deaths(alerter* alerts);
   // The route table was replaced (reload): per-route limits and the lease follow it.

@@ -105,9 +105,8 @@ std::optional<boost::asio::ip::address> literal_address(const boost::urls::url_v
 
 }  // namespace
 
-std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
-                                                       std::string_view idempotency_key,
-                                                       const route_table& routes, sys_time now) {
+std::variant<checked_body, intake_error> check_body(std::string_view body,
+                                                    std::string_view idempotency_key) {
   if (!json_depth_within(body)) return bad("bad_json", "body nests deeper than 64 levels");
   json req = json::parse(body, nullptr, false);
   if (req.is_discarded()) return bad("bad_json", "body is not valid JSON");
@@ -118,9 +117,9 @@ std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
   // Routes decide on the URL the client will send, so the job keeps that form.
   auto normalized = normalize_location(req["location"].get_ref<const std::string&>());
   if (!normalized.error.empty()) return bad("bad_location", normalized.error);
-  const std::string location = std::move(normalized.url);
-  auto url = boost::urls::parse_absolute_uri(location);
-  if (!url) return bad("bad_location", "location must be an absolute http(s) URL");
+  std::string location = std::move(normalized.url);
+  if (!boost::urls::parse_absolute_uri(location))
+    return bad("bad_location", "location must be an absolute http(s) URL");
 
   std::string method = "POST";
   if (req.contains("method") && !req["method"].is_null()) {
@@ -141,6 +140,16 @@ std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
     return bad("bad_idempotency_key",
                "Idempotency-Key must be at most 256 bytes of printable UTF-8 text");
 
+  return checked_body{std::move(location), std::move(method)};
+}
+
+std::variant<store::new_job, intake_error> prepare_job(checked_body checked, std::string_view body,
+                                                       std::string_view idempotency_key,
+                                                       const route_table& routes, sys_time now) {
+  const std::string& location = checked.location;
+  const std::string& method = checked.method;
+  auto url = boost::urls::parse_absolute_uri(location);
+  if (!url) return bad("bad_location", "location must be an absolute http(s) URL");
   const route* r = routes.match(location);
   if (!r) return intake_error{403, "no_route", "location matches no configured route"};
   if (r->cfg.internal)
@@ -171,6 +180,15 @@ std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
     job.client_token = uuid_v4();
   if (auto key = resource_key(r->cfg, location); !key.empty()) job.resource_key = std::move(key);
   return job;
+}
+
+std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
+                                                       std::string_view idempotency_key,
+                                                       const route_table& routes, sys_time now) {
+  auto checked = check_body(body, idempotency_key);
+  if (auto* e = std::get_if<intake_error>(&checked)) return *e;
+  return prepare_job(std::move(std::get<checked_body>(checked)), body, idempotency_key, routes,
+                     now);
 }
 
 }  // namespace resendd

@@ -20,7 +20,26 @@ struct intake_error {
   std::string message;
 };
 
-// `idempotency_key` is the Idempotency-Key header ("" when absent).
+// A request at least this large is parsed off the network thread (on the daemon's work pool):
+// its check at intake, its build and scrub at delivery.
+inline constexpr std::size_t large_request_bytes = 64 * 1024;
+
+// What the body says, once checked: everything but the route.
+struct checked_body {
+  std::string location;  // normalized: what the client sends, and what routes match
+  std::string method;    // upper case
+};
+
+// The first half of intake, which reads the whole body (JSON shape, depth, headers, json_parse
+// paths, the Idempotency-Key): the costly half for a large body. Touches nothing shared, so it
+// may run on any thread. `idempotency_key` is the Idempotency-Key header ("" when absent).
+std::variant<checked_body, intake_error> check_body(std::string_view body,
+                                                    std::string_view idempotency_key);
+// The second half: the route, the address, the job. On the thread that owns `routes`.
+std::variant<store::new_job, intake_error> prepare_job(checked_body checked, std::string_view body,
+                                                       std::string_view idempotency_key,
+                                                       const route_table& routes, sys_time now);
+// Both halves, one after the other.
 std::variant<store::new_job, intake_error> prepare_job(std::string_view body,
                                                        std::string_view idempotency_key,
                                                        const route_table& routes, sys_time now);

@@ -316,3 +316,79 @@ TEST(Hostile, OneClientAddressCannotTakeEveryConnection) {
   asio::read(other, asio::dynamic_buffer(answer), ec);
   EXPECT_NE(answer.find("200 OK"), std::string::npos) << answer;
 }
+
+TEST(Hostile, ALargeBodyIsParsedOffTheNetworkThread) {
+  temp_dir dir;
+  fake_server dest;
+  auto cfg = local_config();
+  ASSERT_EQ(cfg.find("[server]\n"), 0u);
+  cfg.replace(0, 9, "[server]\nmax_body_bytes = 67108864\n");
+  daemon_process d(dir, cfg);
+  // About 19 MB: 100,000 bills, each one's fields a JSON string that json_parse must parse.
+  json body = resend_body(dest.url("/big"));
+  auto& records = body["params"]["records"];
+  const std::string fields = json{{"备注", std::string(150, 'x')}, {"金额", 12.5}}.dump();
+  for (int i = 0; i < 100'000; ++i) records.push_back({{"fields", fields}});
+  const std::string text = body.dump();
+  ASSERT_GT(text.size(), 16u << 20);
+  const auto ms = [](auto t) {
+    return long(std::chrono::duration_cast<std::chrono::milliseconds>(t).count());
+  };
+  // Another client asks /healthz again and again until `done`: how many answers, the slowest.
+  const auto probe = [&](std::atomic<bool>& done) {
+    std::chrono::steady_clock::duration slowest{};
+    int answered = 0;
+    while (!done) {
+      const auto t0 = std::chrono::steady_clock::now();
+      EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
+      slowest = std::max(slowest, std::chrono::steady_clock::now() - t0);
+      ++answered;
+    }
+    return std::make_pair(answered, ms(slowest));
+  };
+  // 1. Intake: the body is checked (parsed, json_parse applied) while others are answered.
+  std::atomic<bool> accepted{false};
+  http_answer big;
+  std::chrono::steady_clock::duration took{};
+  std::thread bot([&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    big = http_call(d.port(), "POST", "/resend", text);
+    took = std::chrono::steady_clock::now() - t0;
+    accepted = true;
+  });
+  const auto [n1, slowest1] = probe(accepted);
+  bot.join();
+  ASSERT_EQ(big.status, 202) << big.body;
+  // 2. Delivery: the stored request is built (json_parse applied) and, once it succeeded,
+  // scrubbed, while others are answered.
+  std::atomic<bool> delivered{false};
+  bool succeeded = false;
+  std::chrono::steady_clock::duration delivering{};
+  std::thread watcher([&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    succeeded = d.wait_log("job " + job_id(big) + " attempt 1: succeeded", 60s);
+    delivering = std::chrono::steady_clock::now() - t0;
+    delivered = true;
+  });
+  const auto [n2, slowest2] = probe(delivered);
+  watcher.join();
+  ASSERT_TRUE(succeeded) << d.log().substr(0, 3000);
+  std::cerr << "large /resend: " << ms(took) << " ms to 202, " << n1 << " /healthz meanwhile, "
+            << "slowest " << slowest1 << " ms; delivered " << ms(delivering) << " ms later, " << n2
+            << " /healthz meanwhile, slowest " << slowest2 << " ms\n";
+  // On the network thread, each parse held it for most of its phase (over a second here).
+  EXPECT_LT(slowest1, std::max(200L, ms(took) / 4));
+  EXPECT_LT(slowest2, std::max(200L, ms(delivering) / 4));
+  EXPECT_GE(n1, 3);
+  // The parsed documents' memory is given back (it was 350 MB resident after such a body).
+  std::ifstream status("/proc/" + std::to_string(d.pid()) + "/status");
+  long rss_kb = 0;
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with("VmRSS:")) rss_kb = std::stol(line.substr(6));
+  std::cerr << "resident after: " << rss_kb / 1024 << " MB\n";
+  // What went out is the bills with their fields as objects.
+  ASSERT_EQ(dest.count(), 1u);
+  const auto sent = json::parse(dest.requests()[0].body);
+  ASSERT_EQ(sent["records"].size(), 100'001u);
+  EXPECT_EQ(sent["records"][100'000]["fields"]["金额"], 12.5);
+}

@@ -99,10 +99,12 @@ void serve_stream(Stream& stream, const fake_server::handler& h,
                   const std::function<void(received)>& record) {
   beast::flat_buffer buffer;
   for (;;) {
-    http::request<http::string_body> req;
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(64 << 20);  // as large as resendd's largest max_body_bytes
     beast::error_code ec;
-    http::read(stream, buffer, req, ec);
+    http::read(stream, buffer, parser, ec);
     if (ec) return;
+    auto& req = parser.get();
     received r;
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());

@@ -22,9 +22,13 @@ dead_job bill_job(const std::string& id) {
               {"headers", {{"Authorization", "Bearer t-secret-token-value-123456"}}},
               {"params", {{"records", {{{"fields", R"({"金额":12.5,"备注":"午饭"})"}}}}}},
               {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}};
-  return {id,         "feishu-bitable",
-          bitable,    "bad field value (feishu 1254060: TextFieldConvFail)",
-          req.dump(), 1};
+  return {id,
+          "feishu-bitable",
+          bitable,
+          "bad field value (feishu 1254060: TextFieldConvFail)",
+          req.dump(),
+          1,
+          req.dump().size()};
 }
 
 }  // namespace
@@ -43,6 +47,12 @@ TEST(Alerts, TheMessageSaysWhichBillWhichTableWhyAndHowToRetry) {
   // Never a credential of the bot's request.
   EXPECT_EQ(one.find("t-secret-token"), std::string::npos) << one;
 
+  // A request too large to read on the network thread is pointed to, not described.
+  auto large = bill_job("J9");
+  large.request.clear();
+  const auto pointed = alert_text("vm1", "r", {large}, 1);
+  EXPECT_NE(pointed.find("bill: a request of "), std::string::npos) << pointed;
+  EXPECT_NE(pointed.find(" bytes: resendd jobs show J9"), std::string::npos) << pointed;
   std::vector<dead_job> five;
   for (int i = 0; i < alerter::max_listed; ++i) five.push_back(bill_job("J" + std::to_string(i)));
   const auto many = alert_text("vm1", "feishu-bitable", five, 50);
