@@ -69,6 +69,10 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
   millis pause{0};
   std::map<asio::ip::address, int> per_client;
   std::set<asio::ip::address> client_capped;  // warned once until it drops below the cap
+  // Connections waiting for a request with nothing of it read yet, since when: when the server
+  // is full, the longest-waiting one is closed to make room for a new connection.
+  std::map<beast::tcp_stream*, std::chrono::steady_clock::time_point> idle;
+  bool evicting = false;  // said once per episode
 
   impl(asio::io_context& i, server_options o, request_handler h)
       : io(i), opts(std::move(o)), handler(std::move(h)), acceptor(i) {}
@@ -103,10 +107,27 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
         continue;
       }
       if (connections.load() >= opts.max_connections) {
-        spdlog::warn("connection limit ({}) reached; closing a new connection",
-                     opts.max_connections);
-        sock.close(ec);
-        continue;
+        // Full: an idle connection (a keep-alive one, or one that never sent a byte) makes room;
+        // without one the new connection is closed.
+        auto victim = std::min_element(idle.begin(), idle.end(), [](const auto& a, const auto& b) {
+          return a.second < b.second;
+        });
+        if (victim == idle.end()) {
+          spdlog::warn("connection limit ({}) reached and none is idle; closing a new connection",
+                       opts.max_connections);
+          sock.close(ec);
+          continue;
+        }
+        if (!evicting)
+          spdlog::warn(
+              "connection limit ({}) reached; closing the longest-idle connections to "
+              "make room",
+              opts.max_connections);
+        evicting = true;
+        victim->first->socket().cancel(ec);  // its read ends; the session closes it
+        idle.erase(victim);
+      } else {
+        evicting = false;
       }
       // An exception that escapes a session (a parser's, say) ends that connection only.
       asio::co_spawn(sock.get_executor(), session(std::move(sock)), [](std::exception_ptr e) {
@@ -168,6 +189,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       s.open_streams.insert(stream);
     }
     ~session_guard() {
+      s.idle.erase(stream);
       {
         std::lock_guard lock(s.mutex);
         s.open_streams.erase(stream);
@@ -214,8 +236,12 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
       beast::error_code ec;
       beast::get_lowest_layer(stream).expires_after(opts.read_timeout);
+      // Nothing of the next request here yet: idle (the first one to go when the server is full).
+      if (buffer.size() == 0)
+        idle[&beast::get_lowest_layer(stream)] = std::chrono::steady_clock::now();
       co_await http::async_read_header(stream, buffer, parser,
                                        asio::redirect_error(asio::use_awaitable, ec));
+      idle.erase(&beast::get_lowest_layer(stream));
       if (!ec) {
         if (auto bad = framing_problem(parser.get())) {
           spdlog::info("http: rejected a request: {}", *bad);

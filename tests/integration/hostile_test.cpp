@@ -317,6 +317,36 @@ TEST(Hostile, OneClientAddressCannotTakeEveryConnection) {
   EXPECT_NE(answer.find("200 OK"), std::string::npos) << answer;
 }
 
+TEST(Hostile, WhenFullTheLongestIdleConnectionMakesRoom) {
+  temp_dir dir;
+  daemon_process d(dir, "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 8\n");
+  asio::io_context io;
+  std::vector<std::unique_ptr<tcp::socket>> held;
+  // Eight kept-alive connections, each answered once (so each is counted), then idle.
+  for (int i = 0; i < 8; ++i) {
+    held.push_back(std::make_unique<tcp::socket>(io));
+    held.back()->connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), d.port()));
+    const std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    asio::write(*held.back(), asio::buffer(req));
+    char buf[512];
+    ASSERT_GT(held.back()->read_some(asio::buffer(buf)), 0u);
+  }
+  // A ninth client is served: the connection idle longest (the first) was closed for it.
+  bool closed = true;
+  const auto answer = raw_exchange(
+      d.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &closed, 5s);
+  EXPECT_NE(answer.find("200 OK"), std::string::npos) << answer << d.log();
+  pollfd p{held[0]->native_handle(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the longest-idle connection is still open";
+  char buf[64];
+  EXPECT_EQ(::recv(held[0]->native_handle(), buf, sizeof buf, 0), 0);
+  EXPECT_TRUE(d.wait_log("connection limit (8) reached; closing the longest-idle connections"));
+  // The others are still served.
+  const std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  asio::write(*held[7], asio::buffer(req));
+  EXPECT_GT(held[7]->read_some(asio::buffer(buf)), 0u);
+}
+
 TEST(Hostile, ALargeBodyIsParsedOffTheNetworkThread) {
   temp_dir dir;
   fake_server dest;
