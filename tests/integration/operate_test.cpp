@@ -14,26 +14,12 @@ using nlohmann::json;
 
 namespace {
 
-// Two routes to the fake destinations (/a/… and /b/…), and [alerts] to `hook`.
+// Two routes to the fake destinations: "local" (/a/…) and "b" (/b/…), and [alerts] to `hook`.
 std::string two_routes_with_alerts(const std::string& hook, const std::string& alerts_keys) {
-  return R"([server]
-listen = "127.0.0.1:0"
-[delivery]
-retry_base = "10ms"
-retry_cap = "40ms"
-request_timeout = "10s"
-shutdown_grace = "2s"
-[[routes]]
-name = "a"
-match = '^http://127\.0\.0\.1:\d+/a/.*$'
-allow_private_networks = true
-[[routes]]
-name = "b"
-match = '^http://127\.0\.0\.1:\d+/b/.*$'
-allow_private_networks = true
-[alerts]
-webhook = ")" +
-         hook + "\"\n" + alerts_keys;
+  return test_config(R"(^http://127\.0\.0\.1:\d+/a/.*$)", "",
+                     "[[routes]]\nname = \"b\"\nmatch = '^http://127\\.0\\.0\\.1:\\d+/b/.*$'\n"
+                     "allow_private_networks = true\n[alerts]\nwebhook = \"" +
+                         hook + "\"\n" + alerts_keys);
 }
 
 json body_of(const received& r) { return json::parse(r.body, nullptr, false); }
@@ -57,7 +43,7 @@ TEST(Alerts, ADeathIsAlertedOnceAndABurstOfFiftyIsOneMessageWithACount) {
   fake_server dest([](const received&) { return fake_reply{400, R"({"error":"no such table"})"}; });
   daemon_process d(
       dir, two_routes_with_alerts(hook.url("/hook"), "delay = \"1s\"\ninterval = \"4s\"\n"));
-  // One bill on route a, fifty on route b: each dies at its first attempt.
+  // One bill on route local, fifty on route b: each dies at its first attempt.
   const auto first = job_id(post_resend(d, resend_body(dest.url("/a/1"), "lunch")));
   ASSERT_FALSE(first.empty());
   for (int i = 0; i < 50; ++i)
@@ -73,8 +59,9 @@ TEST(Alerts, ADeathIsAlertedOnceAndABurstOfFiftyIsOneMessageWithACount) {
     by_route[j["route"].get<std::string>()] = j;
   }
   ASSERT_EQ(by_route.size(), 2u) << d.log();
-  // Route a: one message for its one death, saying which bill, which table, why, how to retry.
-  const auto& a = by_route["a"];
+  // Route local (/a/…): one message for its one death, saying which bill, which table, why, how to
+  // retry.
+  const auto& a = by_route["local"];
   EXPECT_EQ(a["count"], 1);
   ASSERT_EQ(a["jobs"].size(), 1u);
   EXPECT_EQ(a["jobs"][0]["id"], first);
@@ -90,14 +77,14 @@ TEST(Alerts, ADeathIsAlertedOnceAndABurstOfFiftyIsOneMessageWithACount) {
   EXPECT_EQ(b["jobs"].size(), 5u);
   EXPECT_NE(b["text"].get<std::string>().find("and 45 more"), std::string::npos) << b;
 
-  // Another death on route a within its interval waits for the interval (4 s after the first
+  // Another death on route local within its interval waits for the interval (4 s after the first
   // message), not just the delay (1 s).
   const auto second = job_id(post_resend(d, resend_body(dest.url("/a/2"), "dinner")));
   ASSERT_TRUE(hook.wait_for(3, std::chrono::seconds(30))) << d.log();
   const auto waited = std::chrono::steady_clock::now() - t1;
   EXPECT_GE(waited, std::chrono::milliseconds(3'000));
   const auto third = body_of(hook.requests()[2]);
-  EXPECT_EQ(third["route"], "a");
+  EXPECT_EQ(third["route"], "local");
   EXPECT_EQ(third["count"], 1);
   EXPECT_EQ(third["jobs"][0]["id"], second);
   // Three messages queued, no more; each is a job of its own on the alert route, succeeded.
