@@ -141,7 +141,7 @@ bool split_listen(const std::string& listen, std::string& host, std::uint16_t& p
 
 int run_daemon(const config& initial, const clock& clk, std::function<config()> reread) {
   // The running configuration: every part reads it from here, and a reload (SIGHUP) changes
-  // what may change while serving, on the io thread (config.h reloaded_config).
+  // what may change while serving, on the io thread (config.h apply_reloadable).
   config live = initial;
   const config& cfg = live;
   std::string host;
@@ -247,14 +247,15 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
     apply_reloadable(live, next);
     dispatch.routes_changed();
     dispatch.wake();
-    if (tls && !cfg.server.tls_cert.empty()) server.replace_tls(tls);
+    const bool tls_again = tls && !cfg.server.tls_cert.empty();  // HTTPS stays on
+    if (tls_again) server.replace_tls(tls);
     std::string names;
     for (const auto& r : routes.all()) names += (names.empty() ? "" : ", ") + r->cfg.name;
     std::string rest;
     for (const auto& k : restart) rest += (rest.empty() ? "" : ", ") + k;
     spdlog::info("SIGHUP: configuration reloaded: routes [{}], {} api token(s), log level {}{}{}",
                  names, cfg.server.api_tokens.size(), cfg.log.level,
-                 tls ? ", TLS certificate read again" : "",
+                 tls_again ? ", TLS certificate read again" : "",
                  rest.empty() ? "" : "; changed but kept until a restart: " + rest);
     set_log_level(cfg.log.level);  // after the line above, which a quieter level would hide
   };

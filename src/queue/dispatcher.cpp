@@ -203,7 +203,6 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     timer.cancel();
   }
 
-  // Builds the outbound request from the stored one; an error here is permanent for the job.
   // Runs `f` on the work pool when the job's request is large, here otherwise.
   template <class T, class F>
   asio::awaitable<T> parse(const store::claimed_job& job, F f) {
@@ -216,6 +215,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     });
   }
 
+  // Builds the outbound request from the stored one's parts; an error here is permanent for the
+  // job.
   std::optional<std::string> build(const store::claimed_job& job, const route& r,
                                    std::variant<forwarded, std::string> parts,
                                    outbound_request& out) {
