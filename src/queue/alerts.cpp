@@ -2,7 +2,6 @@
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <re2/re2.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -71,11 +70,8 @@ std::string describe_bill(std::string_view stored_request) {
 std::string describe_target(std::string_view location) {
   auto u = boost::urls::parse_absolute_uri(location);
   if (!u) return cut(location, 200);
-  static const RE2 bitable(R"(/open-apis/bitable/v1/apps/([^/?#]+)/tables/([^/?#]+)(/.*)?)");
-  std::string app, table;
   const auto path = u->encoded_path();
-  if (RE2::FullMatch(re2::StringPiece(path.data(), path.size()), bitable, &app, &table))
-    return "Bitable table " + table + " of base " + app;
+  if (auto t = bitable_table_of(path)) return "Bitable table " + t->table + " of base " + t->app;
   return cut(std::string(u->encoded_host_and_port()) + std::string(path), 200);
 }
 

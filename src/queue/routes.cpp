@@ -161,6 +161,14 @@ bool allows_method(const route_config& r, std::string_view method) {
          std::find(r.methods.begin(), r.methods.end(), method) != r.methods.end();
 }
 
+std::optional<bitable_table_ref> bitable_table_of(std::string_view path) {
+  static const RE2 bitable(R"(/open-apis/bitable/v1/apps/([^/?#]+)/tables/([^/?#]+)(/.*)?)");
+  bitable_table_ref ref;
+  if (!RE2::FullMatch(re2::StringPiece(path.data(), path.size()), bitable, &ref.app, &ref.table))
+    return std::nullopt;
+  return ref;
+}
+
 std::string resource_key(const route_config& r, std::string_view location) {
   if (r.serialize_by.empty()) return "";
   auto u = boost::urls::parse_absolute_uri(location);
@@ -168,11 +176,8 @@ std::string resource_key(const route_config& r, std::string_view location) {
   std::string origin = std::string(u->scheme()) + "://" + std::string(u->encoded_host_and_port());
   if (r.serialize_by == "host") return origin;
   const std::string path(u->encoded_path());
-  if (r.serialize_by == "bitable_table") {
-    static const RE2 bitable(R"(/open-apis/bitable/v1/apps/([^/?#]+)/tables/([^/?#]+)(/.*)?)");
-    std::string app, table;
-    if (RE2::FullMatch(path, bitable, &app, &table)) return "bitable:" + app + "/" + table;
-  }
+  if (r.serialize_by == "bitable_table")
+    if (auto t = bitable_table_of(path)) return "bitable:" + t->app + "/" + t->table;
   return origin + path;
 }
 

@@ -3,6 +3,7 @@
 // rebuilt by replace() when the daemon reloads it (SIGHUP). Used on the io thread only; a set of
 // routes replaced while a delivery still holds one of its routes lives on through hold().
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,6 +56,14 @@ normalized_location normalize_location(std::string_view location);
 
 // Whether the route lets `method` (upper case) through: an empty list allows every method.
 bool allows_method(const route_config& r, std::string_view method);
+
+// The Bitable base (app token) and table a URL path names ("/open-apis/bitable/v1/apps/A/tables/
+// T/…"), or nullopt for any other path.
+struct bitable_table_ref {
+  std::string app;
+  std::string table;
+};
+std::optional<bitable_table_ref> bitable_table_of(std::string_view path);
 
 // The serialization key of a location under a route's `serialize_by`, "" when none:
 // "host" -> "https://open.feishu.cn", "path" -> host + path,
