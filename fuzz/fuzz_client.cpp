@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "again.h"
 #include "http/client.h"
 
 namespace {
@@ -37,17 +38,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static const int lfd = listener(port);
   const std::string answer(reinterpret_cast<const char*>(data), size);
   std::thread peer([&] {
-    const int c = ::accept(lfd, nullptr, nullptr);
+    const int c = resendd::fuzz::again([] { return ::accept(lfd, nullptr, nullptr); });
     if (c < 0) return;
     char buf[8192];
     std::string req;
     while (req.find("\r\n\r\n") == std::string::npos) {
-      const auto n = ::recv(c, buf, sizeof buf, 0);
+      const auto n = resendd::fuzz::again([&] { return ::recv(c, buf, sizeof buf, 0); });
       if (n <= 0) break;
       req.append(buf, std::size_t(n));
     }
     for (std::size_t sent = 0; sent < answer.size();) {
-      const auto n = ::send(c, answer.data() + sent, answer.size() - sent, MSG_NOSIGNAL);
+      const auto n = resendd::fuzz::again(
+          [&] { return ::send(c, answer.data() + sent, answer.size() - sent, MSG_NOSIGNAL); });
       if (n <= 0) break;
       sent += std::size_t(n);
     }

@@ -6,11 +6,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
+#include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <thread>
 
+#include "again.h"
 #include "http/server.h"
 
 namespace {
@@ -21,14 +25,15 @@ struct server_fixture {
   std::uint16_t port = 0;
   std::thread thread;
   server_fixture()
-      : server(io,
-               resendd::server_options{"127.0.0.1", 0, 64 * 1024, 16 * 1024,
-                                       resendd::millis{300}, 64, 64},
-               [](resendd::incoming_request r) -> boost::asio::awaitable<resendd::outgoing_response> {
-                 resendd::outgoing_response out;
-                 out.body = "{\"path\":" + std::to_string(r.target.size()) + "}";
-                 co_return out;
-               }) {
+      : server(
+            io,
+            resendd::server_options{"127.0.0.1", 0, 64 * 1024, 16 * 1024, resendd::millis{300}, 64,
+                                    64},
+            [](resendd::incoming_request r) -> boost::asio::awaitable<resendd::outgoing_response> {
+              resendd::outgoing_response out;
+              out.body = "{\"path\":" + std::to_string(r.target.size()) + "}";
+              co_return out;
+            }) {
     port = server.start();
     thread = std::thread([this] { io.run(); });
   }
@@ -65,17 +70,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   for (std::size_t sent = 0; sent < size;) {
-    const auto n = ::send(fd, data + sent, size - sent, MSG_NOSIGNAL);
+    const auto n =
+        resendd::fuzz::again([&] { return ::send(fd, data + sent, size - sent, MSG_NOSIGNAL); });
     if (n <= 0) break;
     sent += std::size_t(n);
   }
   ::shutdown(fd, SHUT_WR);
+  // The server's read timeout is 300 ms: it must have closed well before 5 s.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   char buf[4096];
   for (;;) {
     pollfd p{fd, POLLIN, 0};
-    // The server's read timeout is 300 ms: it must have closed well before 5 s.
-    if (::poll(&p, 1, 5000) <= 0) __builtin_trap();
-    if (::recv(fd, buf, sizeof buf, 0) <= 0) break;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    const int ready = ::poll(&p, 1, int(std::max<std::int64_t>(left.count(), 0)));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) __builtin_trap();  // neither answered nor closed in time
+    if (resendd::fuzz::again([&] { return ::recv(fd, buf, sizeof buf, 0); }) <= 0) break;
   }
   ::close(fd);
   return 0;
