@@ -313,10 +313,33 @@ sqlite_store::~sqlite_store() {
 
 void sqlite_store::recount(SQLite::Database& db) {
   const auto before = counter_.changes();
+  // Counted here in the covering index's order: `GROUP BY state, route` sorted every row (the
+  // index is ordered by state, then time), most of the start-up time at 1M jobs. A state's rows
+  // come in one run; its routes are counted in a small map looked up without a copy.
   job_counts fresh;
-  SQLite::Statement q(db, "SELECT state, route, count(*) FROM jobs GROUP BY state, route");
-  while (q.executeStep())
-    fresh[{q.getColumn(0).getString(), q.getColumn(1).getString()}] = q.getColumn(2).getInt64();
+  SQLite::Statement q(db, "SELECT state, route FROM jobs INDEXED BY jobs_state_created");
+  std::string state;
+  std::map<std::string, std::int64_t, std::less<>> routes;  // of `state`
+  const auto flush = [&] {
+    for (auto& [route, n] : routes) fresh[{state, route}] += n;
+    routes.clear();
+  };
+  const auto text = [&q](int i) {
+    const auto c = q.getColumn(i);
+    return std::string_view(c.getText(), std::size_t(c.getBytes()));
+  };
+  while (q.executeStep()) {
+    if (const auto s = text(0); s != state) {
+      flush();
+      state.assign(s);
+    }
+    const auto r = text(1);
+    if (auto it = routes.find(r); it != routes.end())
+      ++it->second;
+    else
+      routes.emplace(std::string(r), 1);
+  }
+  flush();
   counter_.replace(std::move(fresh), before);
 }
 

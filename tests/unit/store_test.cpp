@@ -129,6 +129,27 @@ TEST(Store, EnqueueClaimFinish) {
   EXPECT_EQ(count_of(*f, "delivering"), 0);
 }
 
+TEST(Store, TheCountsReadAtStartAreTheCountsKeptWhileRunning) {
+  // Jobs in several states on three routes, the routes interleaved in time: a fresh store on
+  // the file must count each (state, route) as the running one did.
+  fixture f(1000);
+  for (int i = 0; i < 60; ++i)
+    enqueue_sync(*f, make("j" + std::to_string(100 + i), {}, "r" + std::to_string(i % 3)));
+  auto claimed = claim_sync(*f, 30, {{"r0", 10, 1}, {"r1", 10, 1}, {"r2", 10, 1}});
+  ASSERT_EQ(claimed.size(), 30u);
+  for (std::size_t i = 0; i < 20; ++i)
+    finish_sync(*f, finished(claimed[i], i % 4 == 0 ? "dead" : "succeeded"));
+  const auto running = f.s->counts();
+  ASSERT_EQ(count_of(*f, "queued"), 30);
+  ASSERT_EQ(count_of(*f, "delivering"), 10);
+  ASSERT_EQ(count_of(*f, "dead"), 5);
+  sqlite_options o;
+  o.path = f.dir.file("var/q.db");
+  f.s.reset();
+  sqlite_store again(o, t0);
+  EXPECT_EQ(again.counts(), running);
+}
+
 TEST(Store, IdempotencyKeyReturnsTheFirstJob) {
   fixture f;
   auto a = make("a");
@@ -205,6 +226,25 @@ TEST(Store, IdleKeysAndWaitingJobsAreNotVisited) {
   auto r = claim_full(*f, 64, {{"r", 64, 1}}, t0 + millis{1});
   ASSERT_EQ(r.jobs.size(), 1u);
   EXPECT_EQ(r.jobs[0].id, "due");
+  ASSERT_TRUE(r.next_due);
+  EXPECT_EQ(*r.next_due, t0 + millis{5000});
+}
+
+TEST(Store, AKeyIsDueWhenItsEarliestJobIsWhateverTheOrderOfEnqueues) {
+  // key_heads keeps each key's earliest due time; an enqueue changes it only when earlier.
+  fixture f;
+  enqueue_sync(*f, make("late", "k"), t0 + millis{5000});
+  enqueue_sync(*f, make("later", "k"), t0 + millis{9000});  // must not push the head back
+  auto r = claim_full(*f, 64, {{"r", 64, 1}}, t0 + millis{6000});
+  ASSERT_EQ(r.jobs.size(), 1u);
+  EXPECT_EQ(r.jobs[0].id, "late");
+  finish_sync(*f, finished(r.jobs[0]), t0 + millis{6000});
+
+  enqueue_sync(*f, make("early", "j"), t0 + millis{5000});
+  enqueue_sync(*f, make("earlier", "j"), t0 + millis{1000});  // must bring the head forward
+  r = claim_full(*f, 64, {{"r", 64, 1}}, t0 + millis{2000});
+  ASSERT_EQ(r.jobs.size(), 1u);
+  EXPECT_EQ(r.jobs[0].id, "earlier");
   ASSERT_TRUE(r.next_due);
   EXPECT_EQ(*r.next_due, t0 + millis{5000});
 }
