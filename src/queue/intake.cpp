@@ -132,9 +132,9 @@ std::variant<checked_body, intake_error> check_body(std::string_view body,
   auto commands = read_commands(req);
   if (auto* e = std::get_if<intake_error>(&commands)) return *e;
   const auto& paths = std::get<std::vector<std::string>>(commands);
-  // Checked by applying them: delivery applies them again to the stored text, so `req` (read
-  // above and not needed below) may be changed here; no copy of it is made.
-  if (auto err = apply_json_parse(req, paths)) return bad("bad_path", *err);
+  // Checked as delivery will apply them to the stored text; `req` (read above and not needed
+  // below) may be changed here, so no copy of it is made.
+  if (auto err = check_json_parse(req, paths)) return bad("bad_path", *err);
   if (idempotency_key.size() > 256 || !is_header_value(idempotency_key) ||
       !valid_utf8(idempotency_key))
     return bad("bad_idempotency_key",

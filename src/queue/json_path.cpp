@@ -85,7 +85,8 @@ std::optional<json_path> parse_json_path(std::string_view s, std::string* error)
   return p;
 }
 
-std::optional<std::string> apply_json_parse(nlohmann::json& doc, const json_path& path) {
+std::optional<std::string> apply_json_parse(nlohmann::json& doc, const json_path& path,
+                                            bool replace) {
   std::vector<nlohmann::json*> current{&doc};
   std::string walked = "$";
   for (const auto& st : path.steps) {
@@ -112,6 +113,11 @@ std::optional<std::string> apply_json_parse(nlohmann::json& doc, const json_path
     if (!node->is_string()) return "path " + path.text + ": target is not a string";
     const auto& text = node->get_ref<const std::string&>();
     if (!json_depth_within(text)) return "path " + path.text + ": target nests too deeply";
+    if (!replace) {
+      // The same parser without the document: no tree built and thrown away.
+      if (!nlohmann::json::accept(text)) return "path " + path.text + ": target is not valid JSON";
+      continue;
+    }
     auto parsed = nlohmann::json::parse(text, nullptr, false);
     if (parsed.is_discarded()) return "path " + path.text + ": target is not valid JSON";
     *node = std::move(parsed);
@@ -119,15 +125,29 @@ std::optional<std::string> apply_json_parse(nlohmann::json& doc, const json_path
   return std::nullopt;
 }
 
-std::optional<std::string> apply_json_parse(nlohmann::json& doc,
-                                            const std::vector<std::string>& paths) {
-  for (const auto& text : paths) {
+namespace {
+
+std::optional<std::string> apply_all(nlohmann::json& doc, const std::vector<std::string>& paths,
+                                     bool replace_last) {
+  for (std::size_t i = 0; i < paths.size(); ++i) {
     std::string err;
-    auto p = parse_json_path(text, &err);
+    auto p = parse_json_path(paths[i], &err);
     if (!p) return err;
-    if (auto e = apply_json_parse(doc, *p)) return e;
+    if (auto e = apply_json_parse(doc, *p, replace_last || i + 1 < paths.size())) return e;
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> apply_json_parse(nlohmann::json& doc,
+                                            const std::vector<std::string>& paths) {
+  return apply_all(doc, paths, true);
+}
+
+std::optional<std::string> check_json_parse(nlohmann::json& doc,
+                                            const std::vector<std::string>& paths) {
+  return apply_all(doc, paths, false);
 }
 
 }  // namespace resendd

@@ -28,10 +28,18 @@ std::optional<json_path> parse_json_path(std::string_view text, std::string* err
 // nothing (missing key, index out of range, wrong container), a target that is not a string, or a
 // string that is not JSON (or nests deeper than max_json_depth) is an error; then `doc` may be
 // partly changed, so callers apply to a copy. [*] over an empty container reaches nothing, fine.
-std::optional<std::string> apply_json_parse(nlohmann::json& doc, const json_path& path);
+// With `replace` false the targets are only checked: the same errors, `doc` unchanged.
+std::optional<std::string> apply_json_parse(nlohmann::json& doc, const json_path& path,
+                                            bool replace = true);
 
 // Parses and applies every path in order; the first error wins.
 std::optional<std::string> apply_json_parse(nlohmann::json& doc,
+                                            const std::vector<std::string>& paths);
+
+// The same answer as apply_json_parse(doc, paths) for less work, when only the answer is wanted
+// (intake): the last path's targets are checked, not replaced, since no later path walks into
+// them. `doc` is left with the other paths applied.
+std::optional<std::string> check_json_parse(nlohmann::json& doc,
                                             const std::vector<std::string>& paths);
 
 }  // namespace resendd

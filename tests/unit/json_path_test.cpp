@@ -52,6 +52,48 @@ TEST(JsonPath, TargetsThatAreNotJsonStringsAreErrors) {
   EXPECT_FALSE(apply_json_parse(copy, std::vector<std::string>{"$.params.c"}));
 }
 
+TEST(JsonPath, CheckingGivesTheAnswerApplyingGives) {
+  // Intake only checks the last path's targets (json::accept, no tree); delivery replaces them.
+  // The answers must be the same, errors word for word, for paths that walk into earlier ones.
+  const json doc = {{"params",
+                     {{"a", "not json"},
+                      {"b", 5},
+                      {"c", R"({"x": "{\"y\": 1}", "z": "[1,"})"},
+                      {"d", R"({"deep": )" + std::string(80, '[') + "}"},
+                      {"records", {{{"fields", R"({"n": 1})"}}, {{"fields", "{oops"}}}}}}};
+  const std::vector<std::vector<std::string>> cases = {
+      {"$.params.a"},
+      {"$.params.b"},
+      {"$.params.missing"},
+      {"$.params.c"},
+      {"$.params.c", "$.params.c.x"},
+      {"$.params.c", "$.params.c.z"},
+      {"$.params.c", "$.params.c.missing"},
+      {"$.params.c.x"},
+      {"$.params.d"},
+      {"$.params.records[*].fields"},
+      {"$.params.records[0].fields"},
+      {"$.params.records[0].fields", "$.params.records[0].fields.n"},
+      {"$.params.records[0].fields", "$.params.c"},
+      {"$["},
+  };
+  int failures = 0;
+  for (const auto& paths : cases) {
+    json applied = doc, checked = doc;
+    const auto a = apply_json_parse(applied, paths);
+    const auto c = check_json_parse(checked, paths);
+    EXPECT_EQ(a, c) << paths.back();
+    failures += a.has_value();
+  }
+  EXPECT_EQ(failures, 10);  // the table holds both kinds
+  json applied = doc, checked = doc;
+  ASSERT_FALSE(check_json_parse(checked, {"$.params.c", "$.params.c.x"}));
+  ASSERT_FALSE(apply_json_parse(applied, std::vector<std::string>{"$.params.c", "$.params.c.x"}));
+  EXPECT_TRUE(checked["params"]["c"].is_object());  // the first path applied, the last only checked
+  EXPECT_TRUE(checked["params"]["c"]["x"].is_string());
+  EXPECT_TRUE(applied["params"]["c"]["x"].is_object());
+}
+
 TEST(JsonPath, WildcardOverEmptyArrayReachesNothing) {
   json doc = {{"params", {{"records", json::array()}}}};
   EXPECT_FALSE(apply_json_parse(doc, std::vector<std::string>{"$.params.records[*].fields"}));
