@@ -20,9 +20,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto doc = nlohmann::json::parse(doc_text, nullptr, false);
   if (doc.is_discarded()) return 0;
   auto checked = doc;
-  const auto error = resendd::apply_json_parse(doc, *path);
+  const auto answer = resendd::apply_json_parse(doc, *path);
   // Intake only checks (no tree for the targets); its answer must be delivery's, word for word.
-  if (resendd::apply_json_parse(checked, *path, false) != error) __builtin_trap();
+  if (resendd::apply_json_parse(checked, *path, false) != answer) __builtin_trap();
   (void)doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return 0;
 }
