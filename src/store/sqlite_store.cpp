@@ -199,6 +199,14 @@ std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis bu
   db->exec("PRAGMA wal_autocheckpoint = 0");  // checkpoint_thread does it, off the commit path
   // When the WAL starts over after a burst, it is cut back to this size.
   db->exec("PRAGMA journal_size_limit = 67108864");
+  // Every write here runs in a savepoint or a statement that may roll back, and SQLite copies
+  // each page it is about to change into a statement journal first. Past 64 KiB that journal
+  // went to a temporary file: a claim or a batch of finishes paid a pwrite per page and the file
+  // system's page cache. In memory it is a memcpy. What bounds it is the pages one request
+  // touches; the one request that could touch every page, retrying all dead jobs, runs in
+  // batches (retry_dead). Temporary tables and sorts follow the same setting, and no writer
+  // statement makes a large one.
+  db->exec("PRAGMA temp_store = MEMORY");
   if (max_size > 0) {
     const auto page = db->execAndGet("PRAGMA page_size").getInt64();
     db->exec("PRAGMA max_page_count = " + std::to_string(std::max<std::int64_t>(1, max_size / page)));
@@ -732,24 +740,51 @@ void sqlite_store::retry(std::string id, sys_time now, bool force, gate g,
       });
 }
 
+// In transactions of opts_.retry_batch jobs, each taking the next batch: one statement over
+// every dead job would hold the writer, and intake with it, for as long as it runs, and keep a
+// copy of every page it changed in memory (the statement journal, see open_writer).
 void sqlite_store::retry_dead(sys_time now, gate g, std::function<void(action_result)> done) {
+  retry_dead_from(now, std::move(g), 0, std::move(done));
+}
+
+void sqlite_store::retry_dead_from(sys_time now, gate g, std::int64_t before,
+                                   std::function<void(action_result)> done) {
+  if (!writer_) return done({action_result::status::failed, {}, "read-only store", 0});
   auto routes = std::make_shared<std::vector<std::string>>();
-  submit_action(
-      [this, now, routes](SQLite::Database&, action_result& r) {
+  auto out = std::make_shared<action_result>();
+  const bool taken = writer_->submit(
+      [this, now, routes, out](SQLite::Database&) {
         auto& up = (*wstmts_)(
             "UPDATE jobs SET state = 'queued', attempts = 0, free_attempts = 0, "
             "auth_refreshes = 0, next_attempt_at = ?1, retried_at = ?1, updated_at = ?1, "
-            "finished_at = NULL WHERE state = 'dead' "
-            "AND coalesce(last_error, '') NOT LIKE '%needs reconciliation%' RETURNING route");
+            "finished_at = NULL WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_state_created "
+            "WHERE state = 'dead' AND coalesce(last_error, '') NOT LIKE '%needs reconciliation%' "
+            "LIMIT ?2) RETURNING route");
         up.bind(1, to_iso8601(now));
+        up.bind(2, opts_.retry_batch);
         while (up.executeStep()) routes->push_back(up.getColumn(0).getString());
-        r = {action_result::status::done, "queued", {}, std::int64_t(routes->size())};
+        *out = {action_result::status::done, "queued", {}, std::int64_t(routes->size())};
       },
-      std::move(g), [this, routes, done](action_result r) {
-        if (r.what == action_result::status::done)
-          for (const auto& route : *routes) count("dead", route, -1), count("queued", route, +1);
-        done(std::move(r));
-      });
+      [this, now, before, routes, out, done](std::exception_ptr e) {
+        if (e) {
+          *out = {action_result::status::failed, {}, exception_message(e), 0};
+          if (before > 0)
+            out->message += " (" + std::to_string(before) + " job(s) were queued before it failed)";
+          return done(*out);
+        }
+        for (const auto& route : *routes) count("dead", route, -1), count("queued", route, +1);
+        if (out->count == opts_.retry_batch) return retry_dead_from(now, nullptr, before + out->count, done);
+        out->count += before;
+        done(*out);
+      },
+      // Once started, the batches that follow are not refused for a full queue.
+      writer::how{.k = before == 0 ? writer::kind::bounded : writer::kind::essential,
+                  .g = std::move(g)});
+  if (!taken)
+    done({action_result::status::failed, {},
+          before > 0 ? "store is shutting down after " + std::to_string(before) + " job(s) were queued"
+                     : "the store's write queue is full; try again",
+          before});
 }
 
 void sqlite_store::purge_batch(sys_time cutoff, sys_time key_cutoff,

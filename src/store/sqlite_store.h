@@ -31,6 +31,7 @@ struct sqlite_options {
   std::size_t max_pending_writes = 20'000;   // writer queue; then enqueue says `busy`
   millis busy_timeout{5'000};                // how long a write waits for another process's lock
   std::int64_t max_size = 0;                 // bytes the file may grow to (0 = no limit)
+  int retry_batch = 1'000;  // retry_dead queues dead jobs this many to a transaction
   // Read-only (CLI reads while a daemon runs): no migrations, no writer; the file must exist.
   bool read_only = false;
 };
@@ -78,6 +79,8 @@ class sqlite_store final : public queue_store {
     counter_.add(state, route, delta);
   }
   void recount(SQLite::Database& db);
+  void retry_dead_from(sys_time now, gate g, std::int64_t before,
+                       std::function<void(action_result)> done);
   bool submit_action(std::function<void(SQLite::Database&, action_result&)> work, gate g,
                      std::function<void(action_result)> done);
 

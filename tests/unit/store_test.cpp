@@ -4,6 +4,7 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <array>
 #include <atomic>
@@ -357,6 +358,81 @@ TEST(Store, PurgeInBatchesKeepsDeadUnlessAsked) {
   EXPECT_FALSE(job_sync(*f, "queued1").is_null());  // never a job still to deliver
   EXPECT_EQ(count_of(*f, "succeeded"), 0);
   EXPECT_EQ(count_of(*f, "queued"), 1);
+}
+
+TEST(Store, RetryingEveryDeadJobGoesInBatchesAndCountsThemAll) {
+  test::temp_dir dir;
+  sqlite_options o;
+  o.path = dir.file("q.db");
+  o.max_queue_depth = 1000;
+  o.retry_batch = 10;
+  sqlite_store s(o, t0);
+  for (int i = 0; i < 26; ++i) enqueue_sync(s, make("d" + std::to_string(i)));
+  auto c = claim_sync(s, 100, {{"r", 100, 1}});
+  ASSERT_EQ(c.size(), 26u);
+  for (auto& j : c) {
+    auto fin = finished(j, "dead");
+    if (j.id == "d7") fin.last_error = "client_token conflict: needs reconciliation";
+    finish_sync(s, fin);
+  }
+  const sys_time later = t0 + millis{60'000};
+  auto retry_all = [&] {
+    return wait_for<action_result>([&](auto done) { s.retry_dead(later, nullptr, std::move(done)); });
+  };
+  const auto commits = s.commits();
+  const auto r = retry_all();
+  EXPECT_EQ(r.what, action_result::status::done) << r.message;
+  EXPECT_EQ(r.count, 25);
+  EXPECT_EQ(s.commits() - commits, 3u);  // transactions of 10, 10 and 5
+  EXPECT_EQ(count_of(s, "queued"), 25);
+  EXPECT_EQ(count_of(s, "dead"), 1);
+  EXPECT_EQ(job_sync(s, "d7")["state"], "dead");
+  EXPECT_EQ(job_sync(s, "d25")["state"], "queued");
+  EXPECT_EQ(retry_all().count, 0);
+}
+
+namespace {
+// The default VFS, counting the statement journals SQLite writes to temporary files.
+std::atomic<int> statement_journal_files{0};
+sqlite3_vfs* real_vfs = nullptr;
+sqlite3_vfs counting_vfs{};
+int counting_open(sqlite3_vfs*, const char* name, sqlite3_file* f, int flags, int* out) {
+  if (flags & SQLITE_OPEN_SUBJOURNAL) ++statement_journal_files;
+  return real_vfs->xOpen(real_vfs, name, f, flags, out);
+}
+}  // namespace
+
+TEST(Store, StatementJournalsStayInMemory) {
+  // A claim of 300 jobs changes far more than 64 KiB of pages, each copied to the statement
+  // journal first; SQLite's default would have written that copy to a temporary file.
+  real_vfs = sqlite3_vfs_find(nullptr);
+  ASSERT_NE(real_vfs, nullptr);
+  counting_vfs = *real_vfs;
+  counting_vfs.zName = "resendd-counting";
+  counting_vfs.pNext = nullptr;
+  counting_vfs.xOpen = counting_open;
+  ASSERT_EQ(sqlite3_vfs_register(&counting_vfs, 1), SQLITE_OK);
+  {
+    fixture f(100000);
+    constexpr int n = 300;
+    std::vector<std::promise<enqueue_result>> promises(n);
+    for (int i = 0; i < n; ++i) {
+      auto j = make("j" + std::to_string(i), "k" + std::to_string(i % 30));
+      j.request = std::string(1000, 'x');
+      f.s->enqueue(std::move(j), t0, nullptr,
+                   [&promises, i](enqueue_result r) { promises[i].set_value(r); });
+    }
+    for (auto& p : promises) EXPECT_EQ(p.get_future().get().what, enqueue_result::status::queued);
+    auto c = claim_sync(*f, n, {{"r", n, n}});
+    EXPECT_EQ(c.size(), std::size_t(n));
+    std::vector<std::promise<finish_result>> finishes(c.size());
+    for (std::size_t i = 0; i < c.size(); ++i)
+      f.s->finish(finished(c[i]), t0, [&finishes, i](finish_result r) { finishes[i].set_value(r); });
+    for (auto& p : finishes) EXPECT_TRUE(p.get_future().get().applied);
+    EXPECT_EQ(count_of(*f, "succeeded"), n);
+  }
+  sqlite3_vfs_unregister(&counting_vfs);
+  EXPECT_EQ(statement_journal_files.load(), 0);
 }
 
 TEST(Store, RequeueAtStartKeepsTheAttemptAtShutdownGivesItBack) {
