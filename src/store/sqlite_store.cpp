@@ -773,7 +773,8 @@ void sqlite_store::retry_dead_from(sys_time now, gate g, std::int64_t before,
           return done(*out);
         }
         for (const auto& route : *routes) count("dead", route, -1), count("queued", route, +1);
-        if (out->count == opts_.retry_batch) return retry_dead_from(now, nullptr, before + out->count, done);
+        if (out->count == opts_.retry_batch)
+          return retry_dead_from(now, nullptr, before + out->count, done);
         out->count += before;
         done(*out);
       },
@@ -781,9 +782,11 @@ void sqlite_store::retry_dead_from(sys_time now, gate g, std::int64_t before,
       writer::how{.k = before == 0 ? writer::kind::bounded : writer::kind::essential,
                   .g = std::move(g)});
   if (!taken)
-    done({action_result::status::failed, {},
-          before > 0 ? "store is shutting down after " + std::to_string(before) + " job(s) were queued"
-                     : "the store's write queue is full; try again",
+    done({action_result::status::failed,
+          {},
+          before > 0
+              ? "store is shutting down after " + std::to_string(before) + " job(s) were queued"
+              : "the store's write queue is full; try again",
           before});
 }
 

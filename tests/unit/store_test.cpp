@@ -1,7 +1,5 @@
 // The SQLite queue store through its interface: claims, fencing, leases, fairness, admin
 // actions, purge, in-memory counts.
-#include "store/sqlite_store.h"
-
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -12,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "store/db_lock.h"
+#include "store/sqlite_store.h"
 #include "support/temp_dir.h"
 
 using namespace resendd;
@@ -377,7 +376,8 @@ TEST(Store, RetryingEveryDeadJobGoesInBatchesAndCountsThemAll) {
   }
   const sys_time later = t0 + millis{60'000};
   auto retry_all = [&] {
-    return wait_for<action_result>([&](auto done) { s.retry_dead(later, nullptr, std::move(done)); });
+    return wait_for<action_result>(
+        [&](auto done) { s.retry_dead(later, nullptr, std::move(done)); });
   };
   const auto commits = s.commits();
   const auto r = retry_all();
@@ -427,7 +427,8 @@ TEST(Store, StatementJournalsStayInMemory) {
     EXPECT_EQ(c.size(), std::size_t(n));
     std::vector<std::promise<finish_result>> finishes(c.size());
     for (std::size_t i = 0; i < c.size(); ++i)
-      f.s->finish(finished(c[i]), t0, [&finishes, i](finish_result r) { finishes[i].set_value(r); });
+      f.s->finish(finished(c[i]), t0,
+                  [&finishes, i](finish_result r) { finishes[i].set_value(r); });
     for (auto& p : finishes) EXPECT_TRUE(p.get_future().get().applied);
     EXPECT_EQ(count_of(*f, "succeeded"), n);
   }
