@@ -204,8 +204,8 @@ std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis bu
   // went to a temporary file: a claim or a batch of finishes paid a pwrite per page and the file
   // system's page cache. In memory it is a memcpy. What bounds it is the pages one request
   // touches; the one request that could touch every page, retrying all dead jobs, runs in
-  // batches (retry_dead). Temporary tables and sorts follow the same setting, and no writer
-  // statement makes a large one.
+  // batches (retry_dead). Temporary tables (an IN list, the rows of a RETURNING) follow the same
+  // setting; no writer statement makes a large one.
   db->exec("PRAGMA temp_store = MEMORY");
   if (max_size > 0) {
     const auto page = db->execAndGet("PRAGMA page_size").getInt64();
