@@ -655,21 +655,25 @@ void sqlite_store::finish(job_finish f, sys_time now, std::function<void(finish_
 }
 
 bool sqlite_store::submit_action(std::function<void(SQLite::Database&, action_result&)> work,
-                                 gate g, std::function<void(action_result)> done) {
+                                 gate g, std::function<void(action_result)> done, bool essential) {
   if (!writer_) {
     done({action_result::status::failed, {}, "read-only store", 0});
     return false;
   }
   auto out = std::make_shared<action_result>();
-  const bool taken = writer_->submit(
-      [work = std::move(work), out](SQLite::Database& db) { work(db, *out); },
-      [out, done](std::exception_ptr e) {
-        if (e) *out = {action_result::status::failed, {}, exception_message(e), 0};
-        done(*out);
-      },
-      writer::how{.k = writer::kind::bounded, .g = std::move(g)});
+  const bool taken =
+      writer_->submit([work = std::move(work), out](SQLite::Database& db) { work(db, *out); },
+                      [out, done](std::exception_ptr e) {
+                        if (e) *out = {action_result::status::failed, {}, exception_message(e), 0};
+                        done(*out);
+                      },
+                      writer::how{.k = essential ? writer::kind::essential : writer::kind::bounded,
+                                  .g = std::move(g)});
   if (!taken)
-    done({action_result::status::failed, {}, "the store's write queue is full; try again", 0});
+    done({action_result::status::failed,
+          {},
+          essential ? "store is shutting down" : "the store's write queue is full; try again",
+          0});
   return taken;
 }
 
@@ -749,11 +753,9 @@ void sqlite_store::retry_dead(sys_time now, gate g, std::function<void(action_re
 
 void sqlite_store::retry_dead_from(sys_time now, gate g, std::int64_t before,
                                    std::function<void(action_result)> done) {
-  if (!writer_) return done({action_result::status::failed, {}, "read-only store", 0});
   auto routes = std::make_shared<std::vector<std::string>>();
-  auto out = std::make_shared<action_result>();
-  const bool taken = writer_->submit(
-      [this, now, routes, out](SQLite::Database&) {
+  submit_action(
+      [this, now, routes](SQLite::Database&, action_result& r) {
         auto& up = (*wstmts_)(
             "UPDATE jobs SET state = 'queued', attempts = 0, free_attempts = 0, "
             "auth_refreshes = 0, next_attempt_at = ?1, retried_at = ?1, updated_at = ?1, "
@@ -763,31 +765,25 @@ void sqlite_store::retry_dead_from(sys_time now, gate g, std::int64_t before,
         up.bind(1, to_iso8601(now));
         up.bind(2, opts_.retry_batch);
         while (up.executeStep()) routes->push_back(up.getColumn(0).getString());
-        *out = {action_result::status::done, "queued", {}, std::int64_t(routes->size())};
+        r = {action_result::status::done, "queued", {}, std::int64_t(routes->size())};
       },
-      [this, now, before, routes, out, done](std::exception_ptr e) {
-        if (e) {
-          *out = {action_result::status::failed, {}, exception_message(e), 0};
-          if (before > 0)
-            out->message += " (" + std::to_string(before) + " job(s) were queued before it failed)";
-          return done(*out);
+      std::move(g),
+      [this, now, before, routes, done](action_result r) {
+        if (r.what != action_result::status::done) {
+          if (before > 0) {
+            r.message += " (" + std::to_string(before) + " job(s) were queued before it failed)";
+            r.count = before;
+          }
+          return done(std::move(r));
         }
         for (const auto& route : *routes) count("dead", route, -1), count("queued", route, +1);
-        if (out->count == opts_.retry_batch)
-          return retry_dead_from(now, nullptr, before + out->count, done);
-        out->count += before;
-        done(*out);
+        if (r.count == opts_.retry_batch)
+          return retry_dead_from(now, nullptr, before + r.count, done);
+        r.count += before;
+        done(std::move(r));
       },
       // Once started, the batches that follow are not refused for a full queue.
-      writer::how{.k = before == 0 ? writer::kind::bounded : writer::kind::essential,
-                  .g = std::move(g)});
-  if (!taken)
-    done({action_result::status::failed,
-          {},
-          before > 0
-              ? "store is shutting down after " + std::to_string(before) + " job(s) were queued"
-              : "the store's write queue is full; try again",
-          before});
+      before > 0);
 }
 
 void sqlite_store::purge_batch(sys_time cutoff, sys_time key_cutoff,

@@ -82,7 +82,8 @@ class sqlite_store final : public queue_store {
   void retry_dead_from(sys_time now, gate g, std::int64_t before,
                        std::function<void(action_result)> done);
   bool submit_action(std::function<void(SQLite::Database&, action_result&)> work, gate g,
-                     std::function<void(action_result)> done);
+                     std::function<void(action_result)> done,
+                     bool essential = false);  // true: never refused for a full writer queue
 
   sqlite_options opts_;
   job_counter counter_;
