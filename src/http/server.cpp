@@ -36,6 +36,10 @@ outgoing_response json_error(int status, std::string_view code, std::string_view
 }
 
 namespace {
+// A connection's read buffer grows to hold one request of up to this many body bytes in one read
+// (Beast reads at most 64 KiB at a time anyway); it keeps that capacity while the connection lives.
+constexpr std::uint64_t max_read_reserve = 64 * 1024;
+
 // RFC 9112 §6.1 and §6.3: a Transfer-Encoding other than exactly "chunked", more than one, or one
 // beside a Content-Length leaves the body's length in doubt (request smuggling).
 template <class Fields>
@@ -254,6 +258,13 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
         http::response<http::empty_body> cont{http::status::continue_, parser.get().version()};
         co_await http::async_write(stream, cont, asio::redirect_error(asio::use_awaitable, ec));
       }
+      // Room for the whole body in one read. Beast reads at most the buffer's free capacity
+      // (512 bytes when it has none), so a 1 KiB job took three reads; the buffer keeps this
+      // capacity, so the next request on the connection arrives in one read too.
+      if (!ec && !parser.is_done())
+        if (const auto rest = parser.content_length_remaining())
+          buffer.reserve(std::min<std::uint64_t>(
+              buffer.max_size(), std::min<std::uint64_t>(*rest, max_read_reserve) + 1024));
       if (!ec && !parser.is_done())
         co_await http::async_read(stream, buffer, parser,
                                   asio::redirect_error(asio::use_awaitable, ec));

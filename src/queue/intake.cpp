@@ -3,8 +3,8 @@
 #include <arpa/inet.h>
 #include <re2/re2.h>
 
+#include <boost/json.hpp>
 #include <boost/url/parse.hpp>
-#include <nlohmann/json.hpp>
 
 #include "http/address_policy.h"
 #include "queue/json_path.h"
@@ -15,7 +15,7 @@
 namespace resendd {
 namespace {
 
-using nlohmann::json;
+namespace bjson = boost::json;
 
 bool is_token(std::string_view s) {
   if (s.empty() || s.size() > 256) return false;
@@ -37,39 +37,51 @@ intake_error bad(std::string code, std::string message) {
   return {400, std::move(code), std::move(message)};
 }
 
-std::optional<intake_error> check_headers(const json& req) {
-  if (!req.contains("headers") || req["headers"].is_null()) return std::nullopt;
-  const auto& h = req["headers"];
-  if (!h.is_object()) return bad("bad_headers", "headers must be an object of strings");
-  if (h.size() > 100) return bad("bad_headers", "more than 100 headers");
-  for (const auto& [name, value] : h.items()) {
-    if (!value.is_string())
+// Members of the body, read with Boost.JSON (see parse_as_delivery_would).
+const bjson::value* member(const bjson::object& o, std::string_view key) {
+  return o.if_contains(key);
+}
+bool absent(const bjson::value* v) { return !v || v->is_null(); }
+
+std::optional<intake_error> check_headers(const bjson::object& req) {
+  const auto* hv = member(req, "headers");
+  if (absent(hv)) return std::nullopt;
+  const auto* h = hv->if_object();
+  if (!h) return bad("bad_headers", "headers must be an object of strings");
+  if (h->size() > 100) return bad("bad_headers", "more than 100 headers");
+  for (const auto& m : *h) {
+    const std::string_view name = m.key();
+    const auto* value = m.value().if_string();
+    if (!value)
       return bad("bad_headers",
                  "header " + std::string(utf8_prefix(name, 100)) + " must be a string");
     if (!is_token(name))
       return bad("bad_headers",
                  "header name \"" + std::string(utf8_prefix(name, 100)) + "\" is not valid");
-    if (!is_header_value(value.get_ref<const std::string&>()))
-      return bad("bad_headers", "header " + name + " has a control character or is too long");
+    if (!is_header_value(*value))
+      return bad("bad_headers",
+                 "header " + std::string(name) + " has a control character or is too long");
   }
   return std::nullopt;
 }
 
-std::variant<std::vector<std::string>, intake_error> read_commands(const json& req) {
+std::variant<std::vector<std::string>, intake_error> read_commands(const bjson::object& req) {
   std::vector<std::string> paths;
-  if (!req.contains("commands") || req["commands"].is_null()) return paths;
-  const auto& c = req["commands"];
-  if (!c.is_object()) return bad("bad_commands", "commands must be an object");
-  for (const auto& [name, value] : c.items()) {
-    if (name != "json_parse")
-      return bad("bad_commands", "unknown command \"" + std::string(utf8_prefix(name, 100)) + "\"");
-    if (value.is_null()) continue;
-    if (!value.is_array())
-      return bad("bad_commands", "commands.json_parse must be a list of strings");
-    for (const auto& p : value) {
-      if (!p.is_string())
-        return bad("bad_commands", "commands.json_parse must be a list of strings");
-      paths.push_back(p.get<std::string>());
+  const auto* cv = member(req, "commands");
+  if (absent(cv)) return paths;
+  const auto* c = cv->if_object();
+  if (!c) return bad("bad_commands", "commands must be an object");
+  for (const auto& m : *c) {
+    if (m.key() != "json_parse")
+      return bad("bad_commands",
+                 "unknown command \"" + std::string(utf8_prefix(m.key(), 100)) + "\"");
+    if (m.value().is_null()) continue;
+    const auto* list = m.value().if_array();
+    if (!list) return bad("bad_commands", "commands.json_parse must be a list of strings");
+    for (const auto& p : *list) {
+      const auto* text = p.if_string();
+      if (!text) return bad("bad_commands", "commands.json_parse must be a list of strings");
+      paths.emplace_back(*text);
     }
   }
   if (paths.size() > 64) return bad("bad_commands", "more than 64 json_parse paths");
@@ -108,33 +120,38 @@ std::optional<boost::asio::ip::address> literal_address(const boost::urls::url_v
 std::variant<checked_body, intake_error> check_body(std::string_view body,
                                                     std::string_view idempotency_key) {
   if (!json_depth_within(body)) return bad("bad_json", "body nests deeper than 64 levels");
-  json req = json::parse(body, nullptr, false);
-  if (req.is_discarded()) return bad("bad_json", "body is not valid JSON");
-  if (!req.is_object()) return bad("bad_json", "body must be a JSON object");
+  // The document lives in this buffer (and the heap past it), all freed at once on return.
+  unsigned char buffer[8192];
+  bjson::monotonic_resource mr(buffer, sizeof buffer);
+  auto doc = parse_as_delivery_would(body, &mr);
+  if (!doc) return bad("bad_json", "body is not valid JSON");
+  const auto* req = doc->if_object();
+  if (!req) return bad("bad_json", "body must be a JSON object");
 
-  if (!req.contains("location") || !req["location"].is_string())
+  const auto* loc = member(*req, "location");
+  if (!loc || !loc->is_string())
     return bad("bad_location", "location is required and must be a string");
   // Routes decide on the URL the client will send, so the job keeps that form.
-  auto normalized = normalize_location(req["location"].get_ref<const std::string&>());
+  auto normalized = normalize_location(loc->get_string());
   if (!normalized.error.empty()) return bad("bad_location", normalized.error);
   std::string location = std::move(normalized.url);
   if (!boost::urls::parse_absolute_uri(location))
     return bad("bad_location", "location must be an absolute http(s) URL");
 
   std::string method = "POST";
-  if (req.contains("method") && !req["method"].is_null()) {
-    if (!req["method"].is_string() || !is_token(req["method"].get<std::string>()))
+  if (const auto* m = member(*req, "method"); !absent(m)) {
+    if (!m->is_string() || !is_token(m->get_string()))
       return bad("bad_method", "method must be an HTTP method name");
-    method = req["method"].get<std::string>();
+    method = std::string(m->get_string());
     for (auto& ch : method) ch = char(std::toupper(static_cast<unsigned char>(ch)));
   }
-  if (auto e = check_headers(req)) return *e;
-  auto commands = read_commands(req);
+  if (auto e = check_headers(*req)) return *e;
+  auto commands = read_commands(*req);
   if (auto* e = std::get_if<intake_error>(&commands)) return *e;
   const auto& paths = std::get<std::vector<std::string>>(commands);
-  // Checked as delivery will apply them to the stored text; `req` (read above and not needed
+  // Checked as delivery will apply them to the stored text; `doc` (read above and not needed
   // below) may be changed here, so no copy of it is made.
-  if (auto err = check_json_parse(req, paths)) return bad("bad_path", *err);
+  if (auto err = check_json_parse_boost(*doc, paths)) return bad("bad_path", *err);
   if (idempotency_key.size() > 256 || !is_header_value(idempotency_key) ||
       !valid_utf8(idempotency_key))
     return bad("bad_idempotency_key",

@@ -12,6 +12,13 @@
 
 #include "util/json_depth.h"
 
+namespace boost::json {
+class value;
+}  // namespace boost::json
+namespace boost::container::pmr {
+class memory_resource;  // boost::json::memory_resource
+}  // namespace boost::container::pmr
+
 namespace resendd {
 
 struct json_path {
@@ -41,5 +48,19 @@ std::optional<std::string> apply_json_parse(nlohmann::json& doc,
 // them. `doc` is left with the other paths applied.
 std::optional<std::string> check_json_parse(nlohmann::json& doc,
                                             const std::vector<std::string>& paths);
+
+// Intake reads bodies with Boost.JSON, several times faster than nlohmann::json, which delivery
+// uses to build what it sends. So that intake accepts exactly what delivery can read, this parse
+// takes what nlohmann::json::parse(text, nullptr, false) takes: one leading UTF-8 BOM is skipped,
+// a NUL byte ends the input, and when Boost.JSON refuses the text or reads a number as infinite,
+// nlohmann::json has the last word (it refuses 1e400; it reads 0e5555 as 0). `mr` holds the
+// document; nullopt when the text is not such JSON.
+std::optional<boost::json::value> parse_as_delivery_would(
+    std::string_view text, boost::container::pmr::memory_resource* mr);
+bool accepted_as_delivery_would(std::string_view text);  // the same answer, nothing kept
+
+// check_json_parse on a Boost.JSON document: the same paths, the same answers.
+std::optional<std::string> check_json_parse_boost(boost::json::value& doc,
+                                                  const std::vector<std::string>& paths);
 
 }  // namespace resendd

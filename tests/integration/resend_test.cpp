@@ -349,6 +349,62 @@ TEST(Resend, ExpectContinueIsAnswered) {
   EXPECT_NE(rest.find("202 Accepted"), std::string::npos) << rest;
 }
 
+// The server reads a request's body in one go into a buffer that keeps its size for the next
+// request on the connection; pipelined requests of every size (past that buffer's 64 KiB cap,
+// chunked, small after large) must each still be read whole, in order.
+TEST(Resend, PipelinedRequestsOfEverySizeOnOneConnectionAreEachStoredWhole) {
+  temp_dir dir;
+  fake_server dest;
+  daemon_process d(dir, local_config());
+  std::vector<std::string> bodies;
+  for (const std::size_t note : {1'000, 100'000, 2'000, 10, 1'000}) {
+    auto b = resend_body(dest.url("/p"));
+    b["params"]["records"][0]["fields"] = nlohmann::json{{"备注", std::string(note, 'n')}}.dump();
+    b["headers"].erase("Authorization");  // masked in the row once the job has succeeded
+    bodies.push_back(b.dump());
+  }
+  std::string wire;
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    const bool chunked = i == 2, last = i + 1 == bodies.size();
+    wire += "POST /resend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    if (last) wire += "Connection: close\r\n";
+    if (chunked) {
+      const std::size_t half = bodies[i].size() / 2;
+      wire += "Transfer-Encoding: chunked\r\n\r\n";
+      for (const auto& piece : {bodies[i].substr(0, half), bodies[i].substr(half)})
+        wire += (std::ostringstream() << std::hex << piece.size()).str() + "\r\n" + piece + "\r\n";
+      wire += "0\r\n\r\n";
+    } else {
+      wire += "Content-Length: " + std::to_string(bodies[i].size()) + "\r\n\r\n" + bodies[i];
+    }
+  }
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  s.connect({asio::ip::make_address("127.0.0.1"), d.port()});
+  asio::write(s, asio::buffer(wire));
+  std::string answers;
+  boost::system::error_code ec;
+  asio::read(s, asio::dynamic_buffer(answers), ec);  // to the close the last request asked for
+  EXPECT_EQ(ec, asio::error::eof);
+  std::vector<std::string> ids;
+  for (std::size_t at = 0; (at = answers.find("\r\n\r\n{", at)) != std::string::npos;) {
+    at += 4;
+    const auto end = answers.find('}', at);
+    ASSERT_NE(end, std::string::npos) << answers;
+    http_answer a;
+    a.body = answers.substr(at, end + 1 - at);
+    ids.push_back(job_id(a));
+  }
+  ASSERT_EQ(ids.size(), bodies.size()) << answers.substr(0, 2000);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    SCOPED_TRACE("request " + std::to_string(i));
+    const auto rows = sql_rows(d.db_path(), "select request from jobs where id = '" + ids[i] + "'");
+    ASSERT_EQ(rows.size(), 1u);
+    EXPECT_EQ(rows[0][0], bodies[i]);
+  }
+}
+
 TEST(Resend, RetryAfterZeroWaitsTheBackoffAndJobsUnderOneLimitSpreadOut) {
   temp_dir dir;
   fake_server dest([](const received&) {

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "queue/json_path.h"
 #include "queue/routes.h"
 
 using namespace resendd;
@@ -172,4 +173,44 @@ TEST(Intake, RoutesDecideOnTheUrlThatIsSentAndOnTheMethod) {
                   "records/batch_create?user_id_type=%6fpen_id"}});
   ASSERT_EQ(code_of(r), "ok");
   EXPECT_EQ(std::get<store::new_job>(r).location, bitable + "?user_id_type=open_id");
+}
+
+// Intake reads bodies with Boost.JSON, delivery with nlohmann::json: what intake accepts must be
+// exactly what delivery can read and apply its json_parse commands to. Each text here is one
+// where the two libraries, left alone, disagree.
+TEST(Intake, AcceptsExactlyWhatDeliveryCanRead) {
+  static const config c;
+  static const route_table routes(c);
+  const std::string loc = "\"location\":\"" + bitable + "\"";
+  const std::string cmd = ",\"commands\":{\"json_parse\":[\"$.f\"]}";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"\xEF\xBB\xBF{" + loc + "}", "ok"},                        // a BOM: nlohmann skips it
+      {"\xEF\xBB\xBF\xEF\xBB\xBF{" + loc + "}", "400 bad_json"},  // only one
+      {"{" + loc + std::string("}\0 and anything", 16), "ok"},    // a NUL ends nlohmann's input
+      {"{" + loc + ",\"n\":1e400}", "400 bad_json"},              // Boost.JSON: infinity
+      {"{" + loc + ",\"n\":[-1.8e308]}", "400 bad_json"},
+      {"{" + loc + ",\"n\":1" + std::string(400, '0') + "}", "400 bad_json"},
+      {"{" + loc + ",\"n\":1e-400,\"m\":123456789012345678901234567890}", "ok"},
+      {"{" + loc + ",\"n\":0E144444444666344444446663}", "ok"},  // Boost.JSON: overflow
+      {"{" + loc + ",\"n\":1e-99999999999999999999}", "ok"},
+      {"{" + loc + ",\"n\":0e5555}", "ok"},    // Boost.JSON: infinity
+      {"{\"location\":5," + loc + "}", "ok"},  // the last of a key wins
+      {"{" + loc + ",\"location\":5}", "400 bad_location"},
+      {"{" + loc + ",\"f\":\"{\\\"n\\\":1e400}\"" + cmd + "}", "400 bad_path"},
+      {"{" + loc + ",\"f\":\"\xEF\xBB\xBF{}\"" + cmd + "}", "ok"},
+      {"{" + loc + ",\"f\":\"{}\\u0000x\"" + cmd + "}", "ok"},
+      {"{" + loc + ",\"f\":\"{\\\"a\\\":\\\"\\\\ud800\\\"}\"" + cmd + "}", "400 bad_path"},
+  };
+  for (const auto& [body, want] : cases) {
+    SCOPED_TRACE(json(body).dump(-1, ' ', true, json::error_handler_t::replace));
+    const auto r = prepare_job(body, "", routes, now);
+    EXPECT_EQ(code_of(r), want);
+    if (code_of(r) != "ok") continue;
+    // Accepted: delivery reads the stored text and applies the commands without an error.
+    auto doc = json::parse(std::get<store::new_job>(r).request, nullptr, false);
+    ASSERT_FALSE(doc.is_discarded());
+    std::vector<std::string> paths;
+    if (doc.contains("commands")) paths = doc["commands"]["json_parse"];
+    EXPECT_EQ(apply_json_parse(doc, paths), std::nullopt);
+  }
 }

@@ -1,0 +1,2 @@
+// Boost.JSON compiled once, here, for the whole core library (it has no Debian shared library).
+#include <boost/json/src.hpp>
