@@ -33,7 +33,12 @@ std::optional<std::string> quoted(std::string_view s, std::size_t& i) {
 
 std::string describe(const json_path::step& st) {
   if (auto* k = std::get_if<std::string>(&st)) return "." + *k;
-  if (auto* n = std::get_if<std::size_t>(&st)) return "[" + std::to_string(*n) + "]";
+  if (auto* n = std::get_if<std::size_t>(&st)) {
+    std::string out = "[";  // appended, not "[" + ... + "]": GCC 12 -O3 warns (-Wrestrict)
+    out += std::to_string(*n);
+    out += ']';
+    return out;
+  }
   return "[*]";
 }
 
