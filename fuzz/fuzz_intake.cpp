@@ -1,14 +1,14 @@
 // libFuzzer target: /resend validation. The first byte chooses an Idempotency-Key length, the
 // rest is the body; prepare_job answers a job or an intake_error, never throws, and what it
-// accepts delivery can read (nlohmann::json) and apply its json_parse commands to.
+// accepts delivery can build (forward_request: json_parse commands applied) without an error.
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include "config/config.h"
+#include "queue/forward.h"
 #include "queue/intake.h"
-#include "queue/json_path.h"
 #include "queue/routes.h"
 
 namespace {
@@ -34,14 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto r = resendd::prepare_job(body, key, routes(), now);
   const auto* job = std::get_if<resendd::store::new_job>(&r);
   if (!job) return 0;
-  // Accepted (read with Boost.JSON): delivery reads the stored text with nlohmann::json and
-  // applies its json_parse commands without an error.
-  auto doc = nlohmann::json::parse(job->request, nullptr, false);
-  if (doc.is_discarded()) __builtin_trap();
-  std::vector<std::string> paths;
-  if (doc.contains("commands") && doc["commands"].contains("json_parse") &&
-      doc["commands"]["json_parse"].is_array())
-    paths = doc["commands"]["json_parse"].get<std::vector<std::string>>();
-  if (resendd::apply_json_parse(doc, paths)) __builtin_trap();
+  // Accepted (read with Boost.JSON): delivery builds the request from the stored text (with
+  // nlohmann::json where it parses) and applies its json_parse commands without an error.
+  if (std::holds_alternative<std::string>(resendd::forward_request(job->request))) __builtin_trap();
   return 0;
 }

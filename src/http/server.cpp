@@ -261,13 +261,13 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       // Room for the whole body in one read. Beast reads at most the buffer's free capacity
       // (512 bytes when it has none), so a 1 KiB job took three reads; the buffer keeps this
       // capacity, so the next request on the connection arrives in one read too.
-      if (!ec && !parser.is_done())
+      if (!ec && !parser.is_done()) {
         if (const auto rest = parser.content_length_remaining())
           buffer.reserve(std::min<std::uint64_t>(
               buffer.max_size(), std::min<std::uint64_t>(*rest, max_read_reserve) + 1024));
-      if (!ec && !parser.is_done())
         co_await http::async_read(stream, buffer, parser,
                                   asio::redirect_error(asio::use_awaitable, ec));
+      }
       if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
           ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
           ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)

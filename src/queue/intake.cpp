@@ -37,14 +37,11 @@ intake_error bad(std::string code, std::string message) {
   return {400, std::move(code), std::move(message)};
 }
 
-// Members of the body, read with Boost.JSON (see parse_as_delivery_would).
-const bjson::value* member(const bjson::object& o, std::string_view key) {
-  return o.if_contains(key);
-}
+// A member of the body (read with Boost.JSON, see parse_as_delivery_would) not given, or null.
 bool absent(const bjson::value* v) { return !v || v->is_null(); }
 
 std::optional<intake_error> check_headers(const bjson::object& req) {
-  const auto* hv = member(req, "headers");
+  const auto* hv = req.if_contains("headers");
   if (absent(hv)) return std::nullopt;
   const auto* h = hv->if_object();
   if (!h) return bad("bad_headers", "headers must be an object of strings");
@@ -67,7 +64,7 @@ std::optional<intake_error> check_headers(const bjson::object& req) {
 
 std::variant<std::vector<std::string>, intake_error> read_commands(const bjson::object& req) {
   std::vector<std::string> paths;
-  const auto* cv = member(req, "commands");
+  const auto* cv = req.if_contains("commands");
   if (absent(cv)) return paths;
   const auto* c = cv->if_object();
   if (!c) return bad("bad_commands", "commands must be an object");
@@ -128,7 +125,7 @@ std::variant<checked_body, intake_error> check_body(std::string_view body,
   const auto* req = doc->if_object();
   if (!req) return bad("bad_json", "body must be a JSON object");
 
-  const auto* loc = member(*req, "location");
+  const auto* loc = req->if_contains("location");
   if (!loc || !loc->is_string())
     return bad("bad_location", "location is required and must be a string");
   // Routes decide on the URL the client will send, so the job keeps that form.
@@ -139,7 +136,7 @@ std::variant<checked_body, intake_error> check_body(std::string_view body,
     return bad("bad_location", "location must be an absolute http(s) URL");
 
   std::string method = "POST";
-  if (const auto* m = member(*req, "method"); !absent(m)) {
+  if (const auto* m = req->if_contains("method"); !absent(m)) {
     if (!m->is_string() || !is_token(m->get_string()))
       return bad("bad_method", "method must be an HTTP method name");
     method = std::string(m->get_string());
