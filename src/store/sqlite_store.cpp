@@ -3,6 +3,7 @@
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -327,34 +328,48 @@ sqlite_store::~sqlite_store() {
 
 void sqlite_store::recount(SQLite::Database& db) {
   const auto before = counter_.changes();
-  // Counted here in the covering index's order: `GROUP BY state, route` sorted every row (the
-  // index is ordered by state, then time), most of the start-up time at 1M jobs. A state's rows
-  // come in one run; its routes are counted in a small map looked up without a copy.
-  job_counts fresh;
-  SQLite::Statement q(db, "SELECT state, route FROM jobs INDEXED BY jobs_state_created");
-  std::string state;
-  std::map<std::string, std::int64_t, std::less<>> routes;  // of `state`
-  const auto flush = [&] {
-    for (auto& [route, n] : routes) fresh[{state, route}] += n;
-    routes.clear();
-  };
-  const auto text = [&q](int i) {
-    const auto c = q.getColumn(i);
-    return std::string_view(c.getText(), std::size_t(c.getBytes()));
-  };
-  while (q.executeStep()) {
-    if (const auto s = text(0); s != state) {
-      flush();
-      state.assign(s);
+  // Three index-only reads in one snapshot: every job per route (jobs_created, written once per
+  // job), those in flight (jobs_leases) and those finished, per state (jobs_finished_state);
+  // the rest of a route is queued. No index that a claim moves is needed for this.
+  const bool own = sqlite3_get_autocommit(db.getHandle()) != 0;
+  if (own) db.exec("BEGIN");
+  try {
+    std::map<std::string, std::int64_t, std::less<>> all;  // per route
+    job_counts fresh;
+    const auto tally = [&](const char* sql, auto&& add) {
+      SQLite::Statement q(db, sql);
+      while (q.executeStep()) {
+        const auto c = q.getColumn(0);
+        add(std::string_view(c.getText(), std::size_t(c.getBytes())), q);
+      }
+    };
+    tally("SELECT route FROM jobs INDEXED BY jobs_created", [&](std::string_view r, auto&) {
+      if (auto it = all.find(r); it != all.end())
+        ++it->second;
+      else
+        all.emplace(std::string(r), 1);
+    });
+    tally("SELECT route FROM jobs INDEXED BY jobs_leases WHERE state = 'delivering'",
+          [&](std::string_view r, auto&) {
+            ++fresh[{"delivering", std::string(r)}];
+          });
+    tally(
+        "SELECT route, state FROM jobs INDEXED BY jobs_finished_state "
+        "WHERE state NOT IN ('queued', 'delivering')",
+        [&](std::string_view r, SQLite::Statement& q) {
+          ++fresh[{q.getColumn(1).getString(), std::string(r)}];
+        });
+    for (auto& [route, n] : all) {
+      for (const auto& [k, m] : fresh)
+        if (k.second == route && k.first != "queued") n -= m;
+      if (n > 0) fresh[{"queued", route}] = n;
     }
-    const auto r = text(1);
-    if (auto it = routes.find(r); it != routes.end())
-      ++it->second;
-    else
-      routes.emplace(std::string(r), 1);
+    if (own) db.exec("COMMIT");
+    counter_.replace(std::move(fresh), before);
+  } catch (...) {
+    if (own && sqlite3_get_autocommit(db.getHandle()) == 0) db.exec("ROLLBACK");
+    throw;
   }
-  flush();
-  counter_.replace(std::move(fresh), before);
 }
 
 job_counts sqlite_store::counts() const { return counter_.counts(); }
@@ -759,8 +774,9 @@ void sqlite_store::retry_dead_from(sys_time now, gate g, std::int64_t before,
         auto& up = (*wstmts_)(
             "UPDATE jobs SET state = 'queued', attempts = 0, free_attempts = 0, "
             "auth_refreshes = 0, next_attempt_at = ?1, retried_at = ?1, updated_at = ?1, "
-            "finished_at = NULL WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_state_created "
-            "WHERE state = 'dead' AND coalesce(last_error, '') NOT LIKE '%needs reconciliation%' "
+            "finished_at = NULL WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_finished_state "
+            "WHERE state = 'dead' AND state NOT IN ('queued', 'delivering') AND "
+            "coalesce(last_error, '') NOT LIKE '%needs reconciliation%' "
             "LIMIT ?2) RETURNING route");
         up.bind(1, to_iso8601(now));
         up.bind(2, opts_.retry_batch);
@@ -913,9 +929,19 @@ void sqlite_store::list(std::string state, int limit, std::function<void(read_re
     read_result r;
     try {
       std::string sql = std::string("SELECT ") + job_columns + " FROM jobs";
-      // Newest first: by (state, created_at) within a state; by id (time-ordered) across all.
-      sql += state.empty() ? " ORDER BY id DESC LIMIT ?2"
-                           : " WHERE state = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2";
+      // Newest first: across all by id (time-ordered); finished jobs from the index of finished
+      // jobs by (state, created_at), which the query may use because it repeats its condition;
+      // queued and delivering ones by walking jobs by creation time.
+      const bool finished = state != "queued" && state != "delivering";
+      if (state.empty())
+        sql += " ORDER BY id DESC LIMIT ?2";
+      else if (finished)
+        sql +=
+            " INDEXED BY jobs_finished_state WHERE state = ?1 AND state NOT IN ('queued', "
+            "'delivering') ORDER BY created_at DESC, id DESC LIMIT ?2";
+      else
+        sql +=
+            " INDEXED BY jobs_created WHERE state = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2";
       SQLite::Statement q(db, sql);
       if (!state.empty()) q.bind(1, state);
       q.bind(2, limit);
@@ -931,13 +957,20 @@ void sqlite_store::list(std::string state, int limit, std::function<void(read_re
 }
 
 void sqlite_store::oldest_queued(std::function<void(read_result)> done) {
+  // None queued (the common case): nothing to read.
+  bool any = false;
+  for (const auto& [k, n] : counts()) any = any || (k.first == "queued" && n > 0);
+  if (!any) return done({json(nullptr), {}});
   const bool taken = reader_->post([done](SQLite::Database& db) {
     read_result r;
     try {
-      // The first entry of jobs_state_created for the state: one index seek.
-      SQLite::Statement q(db, "SELECT min(created_at) FROM jobs WHERE state = 'queued'");
-      r.value = q.executeStep() && !q.getColumn(0).isNull() ? json(q.getColumn(0).getString())
-                                                             : json(nullptr);
+      // Jobs by creation time, oldest first, up to the first queued one: it skips the finished
+      // and delivering jobs older than that (no index ordered by creation holds queued jobs
+      // alone: a claim would move every job's entry in it).
+      SQLite::Statement q(db,
+                          "SELECT created_at FROM jobs INDEXED BY jobs_created "
+                          "WHERE state = 'queued' ORDER BY created_at LIMIT 1");
+      r.value = q.executeStep() ? json(q.getColumn(0).getString()) : json(nullptr);
     } catch (const std::exception& e) {
       r.error = e.what();
     }

@@ -135,19 +135,71 @@ TEST(Store, TheCountsReadAtStartAreTheCountsKeptWhileRunning) {
   fixture f(1000);
   for (int i = 0; i < 60; ++i)
     enqueue_sync(*f, make("j" + std::to_string(100 + i), {}, "r" + std::to_string(i % 3)));
-  auto claimed = claim_sync(*f, 30, {{"r0", 10, 1}, {"r1", 10, 1}, {"r2", 10, 1}});
-  ASSERT_EQ(claimed.size(), 30u);
-  for (std::size_t i = 0; i < 20; ++i)
-    finish_sync(*f, finished(claimed[i], i % 4 == 0 ? "dead" : "succeeded"));
+  // Keyed jobs too, and a route ("r3") whose every job has finished.
+  for (int i = 0; i < 6; ++i)
+    enqueue_sync(*f, make("k" + std::to_string(i), "key" + std::to_string(i % 2), "r1"));
+  enqueue_sync(*f, make("z", {}, "r3"));
+  auto claimed = claim_sync(*f, 31, {{"r0", 10, 1}, {"r1", 10, 1}, {"r2", 10, 1}, {"r3", 10, 1}});
+  ASSERT_EQ(claimed.size(), 31u);
+  std::size_t done = 0;
+  for (auto& c : claimed)
+    if (c.route == "r3" || done < 20)
+      finish_sync(*f, finished(c, c.route == "r3" || done++ % 4 == 0 ? "dead" : "succeeded"));
+  for (const char* id : {"j157", "j158", "j159"}) cancel_sync(*f, id);
   const auto running = f.s->counts();
-  ASSERT_EQ(count_of(*f, "queued"), 30);
+  ASSERT_EQ(count_of(*f, "queued"), 33);
   ASSERT_EQ(count_of(*f, "delivering"), 10);
-  ASSERT_EQ(count_of(*f, "dead"), 5);
+  ASSERT_EQ(count_of(*f, "dead"), 6);
+  ASSERT_EQ(count_of(*f, "cancelled"), 3);
+  EXPECT_FALSE(running.contains({"queued", "r3"}));
   sqlite_options o;
   o.path = f.dir.file("var/q.db");
   f.s.reset();
   sqlite_store again(o, t0);
   EXPECT_EQ(again.counts(), running);
+}
+
+TEST(Store, ListsEachStateNewestFirstAndFindsTheOldestQueued) {
+  // Jobs created a second apart, in an order their ids do not follow; the oldest ones finish,
+  // so the oldest queued job is found past jobs in other states.
+  fixture f(1000);
+  const auto list_ids = [&](const std::string& state) {
+    auto r = wait_for<read_result>([&](auto done) { f.s->list(state, 50, std::move(done)); });
+    std::vector<std::string> ids;
+    for (const auto& j : r.value.value_or(nlohmann::json::array())) ids.push_back(j["id"]);
+    return ids;
+  };
+  const auto oldest = [&] {
+    auto r = wait_for<read_result>([&](auto done) { f.s->oldest_queued(std::move(done)); });
+    EXPECT_EQ(r.error, "");
+    return r.value.value_or(nlohmann::json());
+  };
+  EXPECT_TRUE(oldest().is_null());
+  const std::vector<std::string> ids = {"f", "e", "d", "c", "b", "a"};  // created in this order
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    enqueue_sync(*f, make(ids[i]), t0 + std::chrono::seconds(i));
+  EXPECT_EQ(oldest(), "2027-01-15T08:00:00.000Z");
+  // f and e are claimed; f succeeds, e stays delivering; d dies; c is cancelled.
+  auto c = claim_sync(*f, 2, {{"r", 2, 1}}, t0 + std::chrono::seconds(10));
+  ASSERT_EQ(c.size(), 2u);
+  for (auto& j : c)
+    if (j.id == "f") finish_sync(*f, finished(j));
+  auto d = claim_sync(*f, 1, {{"r", 2, 1}}, t0 + std::chrono::seconds(10));
+  ASSERT_EQ(d.size(), 1u);
+  finish_sync(*f, finished(d[0], "dead"));
+  cancel_sync(*f, "c");
+  EXPECT_EQ(list_ids("queued"), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(list_ids("delivering"), (std::vector<std::string>{"e"}));
+  EXPECT_EQ(list_ids("succeeded"), (std::vector<std::string>{"f"}));
+  EXPECT_EQ(list_ids("dead"), (std::vector<std::string>{"d"}));
+  EXPECT_EQ(list_ids("cancelled"), (std::vector<std::string>{"c"}));
+  EXPECT_EQ(list_ids(""), (std::vector<std::string>{"f", "e", "d", "c", "b", "a"}));  // by id
+  EXPECT_EQ(oldest(), "2027-01-15T08:00:04.000Z");
+  // A retried dead job is queued again, with its first creation time.
+  EXPECT_EQ(retry_sync(*f, "d", t0 + std::chrono::seconds(20)).what, action_result::status::done);
+  EXPECT_EQ(list_ids("queued"), (std::vector<std::string>{"a", "b", "d"}));
+  EXPECT_TRUE(list_ids("dead").empty());
+  EXPECT_EQ(oldest(), "2027-01-15T08:00:02.000Z");
 }
 
 TEST(Store, IdempotencyKeyReturnsTheFirstJob) {
