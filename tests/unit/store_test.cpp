@@ -500,6 +500,40 @@ TEST(Store, RequeueAtStartKeepsTheAttemptAtShutdownGivesItBack) {
   EXPECT_EQ(count_of(*f, "queued"), 1);
 }
 
+TEST(Store, AtStartDeliveriesCutOffEndAndTheCountsMove) {
+  // Two routes; on each a job delivering, and on "r" one cancelled while its delivery was in
+  // flight (so a retry must wait for that delivery) and one cancelled while queued.
+  fixture f;
+  for (const char* id : {"a", "b", "c"}) enqueue_sync(*f, make(id));
+  enqueue_sync(*f, make("d", {}, "s"));
+  enqueue_sync(*f, make("e"), t0 + millis{1});
+  const auto c = claim_sync(*f, 10, {{"r", 2, 1}, {"s", 1, 1}});
+  ASSERT_EQ(c.size(), 3u);  // a, b and d
+  cancel_sync(*f, "b");
+  cancel_sync(*f, "e");
+  EXPECT_EQ(retry_sync(*f, "b", t0 + millis{2}).what, action_result::status::conflict);
+  // The process ends with a and d delivering, and b's delivery in flight.
+  EXPECT_EQ(f.s->requeue_delivering(t0 + millis{3}, false), 2);
+  EXPECT_EQ(job_sync(*f, "a")["state"], "queued");
+  EXPECT_EQ(job_sync(*f, "d")["state"], "queued");
+  EXPECT_EQ(job_sync(*f, "b")["state"], "cancelled");
+  EXPECT_EQ(job_sync(*f, "b")["inflight_until"], nullptr);
+  // Moved in memory as they were on disk: a fresh count agrees.
+  const auto running = f.s->counts();
+  EXPECT_EQ(running.at({"queued", "r"}), 2);  // a, c
+  EXPECT_EQ(running.at({"queued", "s"}), 1);
+  EXPECT_EQ(running.at({"cancelled", "r"}), 2);
+  EXPECT_FALSE(running.contains({"delivering", "r"}));
+  // b's delivery has ended with the process: it may be retried now.
+  EXPECT_EQ(retry_sync(*f, "b", t0 + millis{4}).what, action_result::status::done);
+  const auto after = f.s->counts();
+  sqlite_options o;
+  o.path = f.dir.file("var/q.db");
+  f.s.reset();
+  sqlite_store again(o, t0);
+  EXPECT_EQ(again.counts(), after);
+}
+
 TEST(Store, ConcurrentEnqueuesShareCommits) {
   fixture f(100000);
   constexpr int n = 400;
