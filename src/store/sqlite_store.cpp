@@ -12,6 +12,7 @@
 #include <deque>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -187,9 +188,30 @@ void prepare_file(const std::string& path) {
   ::close(fd);
 }
 
+// Once per process, before its first connection: SQLite keeps no memory statistics (nothing
+// here reads them), so its every allocation and free skips a global mutex. perf put SQLite's
+// mutexes at a tenth of the writer thread's time during delivery.
+void configure_sqlite() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK)
+      spdlog::debug("store: SQLite was initialized already; memory statistics stay on");
+  });
+}
+
 std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis busy,
                                               std::int64_t max_size) {
-  auto db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+  // One thread at a time uses this connection (the store's constructor, then the writer thread
+  // alone), so it takes no mutex of its own on every call.
+  auto db = std::make_unique<SQLite::Database>(
+      path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE | SQLite::OPEN_NOMUTEX);
+  // SQLite's small allocations (statements' cells, the in-memory statement journal's pieces)
+  // come from a per-connection pool before malloc: 1,000 slots of 1,200 bytes (1.2 MB) instead
+  // of the default 100. Delivery of 200,000 jobs, alternating 3 runs each: the writer's CPU -5 %,
+  // 5,430 -> 5,672 jobs/s (medians).
+  if (sqlite3_db_config(db->getHandle(), SQLITE_DBCONFIG_LOOKASIDE, nullptr, 1200, 1000) !=
+      SQLITE_OK)
+    spdlog::debug("store: SQLite's lookaside pool stays at its default");
   // Only takes effect on a new, empty file; migration 3 converts older files.
   db->exec("PRAGMA auto_vacuum = INCREMENTAL");
   db->exec("PRAGMA journal_mode = WAL");
@@ -289,6 +311,7 @@ std::optional<sys_time> earliest(std::optional<sys_time> a, SQLite::Statement& q
 
 sqlite_store::sqlite_store(const sqlite_options& opts, sys_time now) : opts_(opts) {
   try {
+    configure_sqlite();
     if (opts_.read_only) {
       if (!std::filesystem::exists(opts_.path))
         throw std::runtime_error("no database at " + opts_.path +
