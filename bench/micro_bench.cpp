@@ -10,10 +10,12 @@
 #include <nlohmann/json.hpp>
 
 #include "queue/classify.h"
+#include "queue/forward.h"
 #include "queue/intake.h"
 #include "queue/json_path.h"
 #include "queue/routes.h"
 #include "store/sqlite_store.h"
+#include "util/log.h"
 #include "util/random.h"
 
 using namespace resendd;
@@ -55,6 +57,36 @@ static void BM_ApplyJsonParse(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_ApplyJsonParse);
+
+// The benchmark table's job (scripts/bench.sh): a ~1 KB Bitable write with a token in its headers.
+static std::string bench_body() {
+  return json{
+      {"location", location},
+      {"headers",
+       {{"Authorization", "Bearer t-bench-0123456789abcdef"},
+        {"Content-Type", "application/json; charset=utf-8"}}},
+      {"params",
+       {{"records",
+         {{{"fields",
+            R"({"金额": 128.5, "备注": "午饭 )" + std::string(600, 'x') +
+                R"(", "分类": "餐饮", "日期": 1764115200000, "账户": "招商银行信用卡"})"}}}}}},
+      {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}}
+      .dump();
+}
+
+// What a delivery does with the stored request on the network thread: build what it sends...
+static void BM_ForwardRequest(benchmark::State& state) {
+  const auto body = bench_body();
+  for (auto _ : state) benchmark::DoNotOptimize(forward_request(body));
+}
+BENCHMARK(BM_ForwardRequest);
+
+// ... and, once it succeeded, take the credentials out of what is kept.
+static void BM_ScrubRequest(benchmark::State& state) {
+  const auto body = bench_body();
+  for (auto _ : state) benchmark::DoNotOptimize(scrub_request_secrets(body));
+}
+BENCHMARK(BM_ScrubRequest);
 
 static void BM_ClassifyFeishu(benchmark::State& state) {
   attempt_result r;

@@ -12,7 +12,7 @@ packages=(
   build-essential cmake pkg-config ca-certificates openssl sqlite3
   libboost1.81-dev libboost-url1.81-dev libssl-dev libsqlite3-dev libsqlitecpp-dev
   nlohmann-json3-dev libspdlog-dev libtoml11-dev libcli11-dev libsystemd-dev libre2-dev libpq-dev
-  libgtest-dev libgmock-dev libbenchmark-dev curl
+  libtcmalloc-minimal4 libgtest-dev libgmock-dev libbenchmark-dev curl
   clang libclang-rt-14-dev util-linux mount
 )
 [ "${1:-}" = "--test" ] && packages+=(postgresql-15 systemd python3-prometheus-client libjson-validator-perl)
@@ -20,7 +20,7 @@ packages=(
 # sqlite3 CLI for operators.
 [ "${1:-}" = "--runtime" ] && packages=(
   ca-certificates sqlite3 libboost-url1.81.0 libssl3 libsqlite3-0 libpq5 libspdlog1.10 libfmt9
-  libre2-9 libsystemd0
+  libre2-9 libsystemd0 libtcmalloc-minimal4
 )
 missing=()
 for p in "${packages[@]}"; do

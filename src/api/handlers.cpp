@@ -1,6 +1,5 @@
 #include "api/handlers.h"
 
-#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
@@ -20,6 +19,7 @@
 #include "util/await.h"
 #include "util/json_depth.h"
 #include "util/log.h"
+#include "util/memory.h"
 #include "util/metrics.h"
 
 namespace resendd {
@@ -209,7 +209,7 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
       asio::post(*s_.work_pool, [&req, &key, done = std::move(done)] {
         auto r = check_body(req.body, key);
         done(std::move(r));
-        ::malloc_trim(0);  // the parsed document's memory goes back to the system
+        release_free_memory();  // the parsed document's memory goes back to the system
       });
     });
   } else {

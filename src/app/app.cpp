@@ -31,6 +31,7 @@
 #include "token/token_service.h"
 #include "util/errors.h"
 #include "util/log.h"
+#include "util/memory.h"
 #include "util/metrics.h"
 
 namespace resendd {
@@ -323,8 +324,9 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
   store.on_wake([&dispatch] { dispatch.wake(); });  // another daemon queued a job or freed a slot
   dispatch.start();
   alerts.start();
-  metrics().set("resendd_build_info", "The running build; the value is always 1.",
-                {{"version", RESENDD_VERSION}}, 1);
+  metrics().set("resendd_build_info",
+                "The running build and the allocator serving malloc; the value is always 1.",
+                {{"version", RESENDD_VERSION}, {"allocator", std::string(allocator_name())}}, 1);
   // Retention: a pass every retention.interval deletes finished jobs past their keep time.
   std::function<void()> schedule_retention = [&] {
     retention.expires_after(cfg.retention.interval);

@@ -1,6 +1,5 @@
 #include "queue/dispatcher.h"
 
-#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -23,6 +22,7 @@
 #include "util/await.h"
 #include "util/errors.h"
 #include "util/log.h"
+#include "util/memory.h"
 #include "util/metrics.h"
 #include "util/random.h"
 
@@ -210,7 +210,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     co_return co_await await_callback<T>([&](auto done) {
       asio::post(*pool, [&f, done = std::move(done)] {
         done(f());
-        ::malloc_trim(0);  // the parsed document's memory goes back to the system
+        release_free_memory();  // the parsed document's memory goes back to the system
       });
     });
   }

@@ -5,186 +5,14 @@
 
 #include "queue/json_path.h"
 #include "util/json_depth.h"
+#include "util/json_spans.h"
 
 namespace resendd {
 namespace {
 
 using nlohmann::json;
 
-// One value of the document: its kind and the bytes it spans. Containers list their children
-// (objects with their decoded keys, in document order, duplicates kept).
-struct node {
-  enum class kind { object, array, string, scalar } k = kind::scalar;
-  std::size_t begin = 0, end = 0;
-  std::vector<std::size_t> kids;  // indexes into the node list
-  std::vector<std::string> keys;  // objects: kids[i]'s key
-};
-
-// Decodes the JSON string token s[begin, end) (quotes included) into UTF-8. False on anything
-// that is not a valid string.
-bool decode_string(std::string_view s, std::size_t begin, std::size_t end, std::string& out) {
-  out.clear();
-  if (end - begin < 2 || s[begin] != '"' || s[end - 1] != '"') return false;
-  auto hex4 = [&](std::size_t at, unsigned& v) {
-    if (at + 4 > end - 1) return false;
-    v = 0;
-    for (std::size_t i = at; i < at + 4; ++i) {
-      const char c = s[i];
-      v <<= 4;
-      if (c >= '0' && c <= '9') v |= unsigned(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= unsigned(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= unsigned(c - 'A' + 10);
-      else return false;
-    }
-    return true;
-  };
-  auto put_utf8 = [&](unsigned cp) {
-    if (cp < 0x80) {
-      out += char(cp);
-    } else if (cp < 0x800) {
-      out += char(0xC0 | (cp >> 6));
-      out += char(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += char(0xE0 | (cp >> 12));
-      out += char(0x80 | ((cp >> 6) & 0x3F));
-      out += char(0x80 | (cp & 0x3F));
-    } else {
-      out += char(0xF0 | (cp >> 18));
-      out += char(0x80 | ((cp >> 12) & 0x3F));
-      out += char(0x80 | ((cp >> 6) & 0x3F));
-      out += char(0x80 | (cp & 0x3F));
-    }
-  };
-  for (std::size_t i = begin + 1; i < end - 1; ++i) {
-    // The run up to the next escape, in one piece.
-    const auto run_end = std::min(s.find('\\', i), end - 1);
-    if (run_end > i) {
-      out.append(s, i, run_end - i);
-      i = run_end;
-      if (i >= end - 1) break;
-    }
-    if (++i >= end - 1) return false;
-    switch (s[i]) {
-      case '"': out += '"'; break;
-      case '\\': out += '\\'; break;
-      case '/': out += '/'; break;
-      case 'b': out += '\b'; break;
-      case 'f': out += '\f'; break;
-      case 'n': out += '\n'; break;
-      case 'r': out += '\r'; break;
-      case 't': out += '\t'; break;
-      case 'u': {
-        unsigned cp = 0;
-        if (!hex4(i + 1, cp)) return false;
-        i += 4;
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-          unsigned lo = 0;
-          if (i + 2 >= end - 1 || s[i + 1] != '\\' || s[i + 2] != 'u' || !hex4(i + 3, lo) ||
-              lo < 0xDC00 || lo > 0xDFFF)
-            return false;
-          i += 6;
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-          return false;
-        }
-        put_utf8(cp);
-        break;
-      }
-      default:
-        return false;
-    }
-  }
-  return true;
-}
-
-// Finds the byte spans of a document nlohmann accepted at intake. It checks structure, not
-// every detail (numbers are taken as runs of number characters): a text it cannot follow makes
-// the caller fall back to the parsed document.
-class scanner {
- public:
-  explicit scanner(std::string_view s) : s_(s) {}
-  std::vector<node> nodes;
-
-  bool run() {
-    skip_ws();
-    if (!value(0)) return false;
-    skip_ws();
-    return at_ == s_.size();
-  }
-
- private:
-  void skip_ws() {
-    while (at_ < s_.size() && (s_[at_] == ' ' || s_[at_] == '\t' || s_[at_] == '\n' || s_[at_] == '\r'))
-      ++at_;
-  }
-  bool string_end() {  // at_ on the opening quote; leaves at_ past the closing one
-    for (++at_; at_ < s_.size(); ++at_) {
-      if (s_[at_] == '\\') {
-        ++at_;
-      } else if (s_[at_] == '"') {
-        ++at_;
-        return true;
-      }
-    }
-    return false;
-  }
-  bool value(int depth) {
-    if (depth > max_json_depth || at_ >= s_.size()) return false;
-    const std::size_t me = nodes.size();
-    nodes.push_back({});
-    nodes[me].begin = at_;
-    const char c = s_[at_];
-    if (c == '{' || c == '[') {
-      const bool object = c == '{';
-      nodes[me].k = object ? node::kind::object : node::kind::array;
-      ++at_;
-      skip_ws();
-      if (at_ < s_.size() && s_[at_] == (object ? '}' : ']')) {
-        ++at_;
-      } else {
-        for (;;) {
-          std::string key;
-          if (object) {
-            if (at_ >= s_.size() || s_[at_] != '"') return false;
-            const std::size_t kb = at_;
-            if (!string_end() || !decode_string(s_, kb, at_, key)) return false;
-            skip_ws();
-            if (at_ >= s_.size() || s_[at_] != ':') return false;
-            ++at_;
-            skip_ws();
-          }
-          const std::size_t kid = nodes.size();
-          if (!value(depth + 1)) return false;
-          nodes[me].kids.push_back(kid);
-          if (object) nodes[me].keys.push_back(std::move(key));
-          skip_ws();
-          if (at_ >= s_.size()) return false;
-          if (s_[at_] == ',') {
-            ++at_;
-            skip_ws();
-            continue;
-          }
-          if (s_[at_] != (object ? '}' : ']')) return false;
-          ++at_;
-          break;
-        }
-      }
-    } else if (c == '"') {
-      nodes[me].k = node::kind::string;
-      if (!string_end()) return false;
-    } else {
-      while (at_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[at_])) ||
-                                 s_[at_] == '-' || s_[at_] == '+' || s_[at_] == '.'))
-        ++at_;
-      if (at_ == nodes[me].begin) return false;
-    }
-    nodes[me].end = at_;
-    return true;
-  }
-
-  std::string_view s_;
-  std::size_t at_ = 0;
-};
+using node = json_span;
 
 // The last member named `key` (as a parsed document keeps it), or npos.
 std::size_t member(const std::vector<node>& nodes, std::size_t obj, std::string_view key) {
@@ -199,7 +27,7 @@ std::size_t member(const std::vector<node>& nodes, std::size_t obj, std::string_
 std::vector<std::size_t> kept(const node& o) {
   std::vector<std::size_t> out;
   for (std::size_t i = 0; i < o.kids.size(); ++i)
-    if (o.k != node::kind::object ||
+    if (o.k != json_span::kind::object ||
         std::find(o.keys.begin() + std::ptrdiff_t(i) + 1, o.keys.end(), o.keys[i]) == o.keys.end())
       out.push_back(i);
   return out;
@@ -228,21 +56,20 @@ std::variant<forwarded, std::string> forward_parsed(std::string_view text) {
 }  // namespace
 
 std::variant<forwarded, std::string> forward_request(std::string_view text) {
-  scanner sc(text);
-  if (!sc.run() || sc.nodes.empty() || sc.nodes[0].k != node::kind::object)
-    return forward_parsed(text);
-  const auto& nodes = sc.nodes;
+  const auto scanned = scan_json_spans(text);
+  if (!scanned || (*scanned)[0].k != json_span::kind::object) return forward_parsed(text);
+  const auto& nodes = *scanned;
 
   // json_parse paths, as the parsed document would list them.
   std::vector<json_path> paths;
   if (auto c = member(nodes, 0, "commands");
-      c != std::string::npos && nodes[c].k == node::kind::object) {
+      c != std::string::npos && nodes[c].k == json_span::kind::object) {
     if (auto jp = member(nodes, c, "json_parse");
-        jp != std::string::npos && nodes[jp].k == node::kind::array) {
+        jp != std::string::npos && nodes[jp].k == json_span::kind::array) {
       for (auto p : nodes[jp].kids) {
-        if (nodes[p].k != node::kind::string) continue;
+        if (nodes[p].k != json_span::kind::string) continue;
         std::string t;
-        if (!decode_string(text, nodes[p].begin, nodes[p].end, t)) return forward_parsed(text);
+        if (!decode_json_string(text, nodes[p].begin, nodes[p].end, t)) return forward_parsed(text);
         std::string err;
         auto parsed = parse_json_path(t, &err);
         if (!parsed) return err;
@@ -261,16 +88,16 @@ std::variant<forwarded, std::string> forward_request(std::string_view text) {
       std::vector<std::size_t> next;
       for (auto n : current) {
         if (auto* key = std::get_if<std::string>(&st)) {
-          if (nodes[n].k != node::kind::object) return forward_parsed(text);
+          if (nodes[n].k != json_span::kind::object) return forward_parsed(text);
           const auto m = member(nodes, n, *key);
           if (m == std::string::npos) return forward_parsed(text);
           next.push_back(m);
         } else if (auto* idx = std::get_if<std::size_t>(&st)) {
-          if (nodes[n].k != node::kind::array || *idx >= nodes[n].kids.size())
+          if (nodes[n].k != json_span::kind::array || *idx >= nodes[n].kids.size())
             return forward_parsed(text);
           next.push_back(nodes[n].kids[*idx]);
         } else {
-          if (nodes[n].k != node::kind::array && nodes[n].k != node::kind::object)
+          if (nodes[n].k != json_span::kind::array && nodes[n].k != json_span::kind::object)
             return forward_parsed(text);
           for (auto i : kept(nodes[n])) next.push_back(nodes[n].kids[i]);
         }
@@ -280,7 +107,7 @@ std::variant<forwarded, std::string> forward_request(std::string_view text) {
     for (auto t : current) {
       const bool inside = params != std::string::npos && nodes[t].begin >= nodes[params].begin &&
                           nodes[t].end <= nodes[params].end;
-      if (nodes[t].k != node::kind::string || !inside ||
+      if (nodes[t].k != json_span::kind::string || !inside ||
           std::find(targets.begin(), targets.end(), t) != targets.end())
         return forward_parsed(text);
       targets.push_back(t);
@@ -288,13 +115,14 @@ std::variant<forwarded, std::string> forward_request(std::string_view text) {
   }
 
   forwarded out;
-  if (auto h = member(nodes, 0, "headers"); h != std::string::npos && nodes[h].k == node::kind::object) {
+  if (auto h = member(nodes, 0, "headers");
+      h != std::string::npos && nodes[h].k == json_span::kind::object) {
     const auto& obj = nodes[h];
     for (auto i : kept(obj)) {
       const auto& v = nodes[obj.kids[i]];
-      if (v.k != node::kind::string) continue;
+      if (v.k != json_span::kind::string) continue;
       std::string value;
-      if (!decode_string(text, v.begin, v.end, value)) return forward_parsed(text);
+      if (!decode_json_string(text, v.begin, v.end, value)) return forward_parsed(text);
       out.headers.emplace_back(obj.keys[i], std::move(value));
     }
     // A parsed document lists members by key order.
@@ -312,7 +140,7 @@ std::variant<forwarded, std::string> forward_request(std::string_view text) {
   for (auto t : targets) {
     // Intake checked that it holds JSON; a text the scanner cannot follow goes the parsed way,
     // which says which path failed.
-    if (!decode_string(text, nodes[t].begin, nodes[t].end, inner) || !scanner(inner).run())
+    if (!decode_json_string(text, nodes[t].begin, nodes[t].end, inner) || !scan_json_spans(inner))
       return forward_parsed(text);
     body.append(text.substr(from, nodes[t].begin - from));
     // The held text, without the spaces around it (what a parser would keep anyway).

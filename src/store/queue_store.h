@@ -142,8 +142,11 @@ using job_counts = std::map<std::pair<std::string, std::string>, std::int64_t>;
 // bytes, or the same bytes as they are kept once the job succeeded (credentials scrubbed).
 inline bool same_request(const std::string& stored, const std::string& repeated) {
   if (stored == repeated) return true;
-  const auto scrubbed = scrub_request_secrets(repeated);
-  return scrubbed && *scrubbed == stored;
+  if (const auto scrubbed = scrub_request_secrets(repeated); scrubbed && *scrubbed == stored)
+    return true;
+  // A job that succeeded under an older version keeps its request re-serialized.
+  const auto legacy = scrub_request_secrets_reserialized(repeated);
+  return legacy && *legacy == stored;
 }
 
 // The admin actions' rules, the same on every backend: nullopt = allowed, else the conflict.

@@ -107,6 +107,7 @@ bool is_secret_header(std::string_view name) {
 #include <nlohmann/json.hpp>
 
 #include "util/json_depth.h"
+#include "util/json_spans.h"
 #include "util/utf8.h"
 
 namespace resendd {
@@ -164,7 +165,7 @@ void mask_job_secrets(nlohmann::json& job) {
     if (value.is_string() && is_secret_header(name)) value = mask_secret(value.get<std::string>());
 }
 
-std::optional<std::string> scrub_request_secrets(std::string_view request) {
+std::optional<std::string> scrub_request_secrets_reserialized(std::string_view request) {
   if (!json_depth_within(request)) return std::nullopt;
   auto req = nlohmann::json::parse(request, nullptr, false);
   if (!req.is_object() || !req.contains("headers") || !req["headers"].is_object())
@@ -177,6 +178,47 @@ std::optional<std::string> scrub_request_secrets(std::string_view request) {
     }
   if (!changed) return std::nullopt;
   return req.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::optional<std::string> scrub_request_secrets(std::string_view request) {
+  const auto spans = scan_json_spans(request);
+  if (!spans || (*spans)[0].k != json_span::kind::object)
+    return scrub_request_secrets_reserialized(request);
+  const auto& nodes = *spans;
+  // Every value to mask, in document order: the secret headers of every "headers" member (a
+  // parsed document would keep the last of duplicates; the text keeps them all).
+  struct cut {
+    std::size_t begin, end;
+    std::string with;
+  };
+  std::vector<cut> cuts;
+  std::string value;
+  const auto& root = nodes[0];
+  for (std::size_t i = 0; i < root.keys.size(); ++i) {
+    const auto& headers = nodes[root.kids[i]];
+    if (root.keys[i] != "headers" || headers.k != json_span::kind::object) continue;
+    for (std::size_t h = 0; h < headers.keys.size(); ++h) {
+      const auto& v = nodes[headers.kids[h]];
+      if (v.k != json_span::kind::string || !is_secret_header(headers.keys[h])) continue;
+      if (!decode_json_string(request, v.begin, v.end, value))
+        return scrub_request_secrets_reserialized(request);
+      auto masked = mask_secret(value);
+      if (masked == value) continue;
+      cuts.push_back({v.begin, v.end,
+                      nlohmann::json(std::move(masked))
+                          .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)});
+    }
+  }
+  if (cuts.empty()) return std::nullopt;
+  std::string out;
+  out.reserve(request.size());
+  std::size_t from = 0;
+  for (const auto& c : cuts) {
+    out.append(request.substr(from, c.begin - from)).append(c.with);
+    from = c.end;
+  }
+  out.append(request.substr(from));
+  return out;
 }
 
 std::string mask_url_path(const std::string& url) {

@@ -40,6 +40,12 @@ namespace resendd {
 // A stored job as shown to operators: credential headers of its request masked in place.
 void mask_job_secrets(nlohmann::json& job);
 // A stored request (the /resend body) with its credential headers' values masked, for a job
-// that no longer needs them (it succeeded); nullopt when there is nothing to mask.
+// that no longer needs them (it succeeded); nullopt when there is nothing to mask. Every other
+// byte is kept (the value is replaced in the text: no document is built); a text the span
+// scanner cannot follow goes the re-serialized way below.
 std::optional<std::string> scrub_request_secrets(std::string_view request);
+// The same, the way versions before 2026-11-28 kept it: parsed and re-serialized by
+// nlohmann::json (keys sorted, duplicates dropped, spacing gone). A repeated Idempotency-Key
+// compares against this form too (store/queue_store.h, same_request).
+std::optional<std::string> scrub_request_secrets_reserialized(std::string_view request);
 }  // namespace resendd

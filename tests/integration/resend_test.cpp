@@ -639,7 +639,10 @@ TEST(Metrics, ParseStrictlyAndMove) {
   auto m = scrape_metrics(d, dir);
   ASSERT_FALSE(m.empty()) << "the exposition did not parse; see " << dir.file("metrics.txt");
   for (const auto& [k, v] : m) EXPECT_FALSE(std::isnan(v)) << k;
-  EXPECT_EQ(m["resendd_build_info{version=" RESENDD_VERSION "}"], 1);
+  // The build says which allocator serves malloc: tcmalloc unless built without it (sanitizers).
+  EXPECT_EQ(
+      m["resendd_build_info{allocator=" RESENDD_DAEMON_ALLOCATOR ",version=" RESENDD_VERSION "}"],
+      1);
   EXPECT_EQ(m.count("resendd_accepted_total{route=local}"), 0u);
   EXPECT_EQ(m["resendd_oldest_queued_age_seconds{}"], 0);
   const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
