@@ -1,7 +1,9 @@
 // libFuzzer target: /resend validation. The first byte chooses an Idempotency-Key length, the
 // rest is the body; prepare_job answers a job or an intake_error, never throws, and what it
-// accepts delivery can build (forward_request: json_parse commands applied) without an error.
+// accepts delivery can build (forward_request: json_parse commands applied) without an error,
+// and scrub (credentials masked in place once it succeeded) as the re-serializing way would.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -10,6 +12,8 @@
 #include "queue/forward.h"
 #include "queue/intake.h"
 #include "queue/routes.h"
+#include "store/queue_store.h"
+#include "util/log.h"
 
 namespace {
 const resendd::route_table& routes() {
@@ -37,5 +41,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // Accepted (read with Boost.JSON): delivery builds the request from the stored text (with
   // nlohmann::json where it parses) and applies its json_parse commands without an error.
   if (std::holds_alternative<std::string>(resendd::forward_request(job->request))) __builtin_trap();
+  // Once it succeeds, its credentials are masked in the text: a parser reads the same document
+  // as from the re-serializing way, and a repeat of the request still matches what is kept.
+  const auto spliced = resendd::scrub_request_secrets(job->request);
+  const auto reserialized = resendd::scrub_request_secrets_reserialized(job->request);
+  if (reserialized && !spliced) __builtin_trap();
+  if (spliced) {
+    const auto a = nlohmann::json::parse(*spliced, nullptr, false);
+    const auto b = nlohmann::json::parse(reserialized.value_or(job->request), nullptr, false);
+    if (a.is_discarded() || a != b) __builtin_trap();
+    if (!resendd::store::same_request(*spliced, job->request)) __builtin_trap();
+  }
   return 0;
 }
