@@ -85,7 +85,7 @@ std::string mask_secret(std::string_view secret) {
     out.append(secret.substr(0, 4)).append("…");
   else
     out.append("***");
-  out.append("(" + std::to_string(secret.size()) + " chars)");
+  out.append("(").append(std::to_string(secret.size())).append(" chars)");
   return out;
 }
 
