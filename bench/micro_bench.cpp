@@ -26,16 +26,26 @@ const std::string location =
     "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnAPP/tables/tblTABLE/records/"
     "batch_create";
 
-std::string seed_body() {
-  return json{
-      {"location", location},
-      {"headers", {{"Authorization", "Bearer t-xxxxxxxxxxxxxxxxxxxxxxxx"}}},
-      {"params",
-       {{"records",
-         {{{"fields",
-            R"({"金额": 32.5, "分类": "餐饮", "备注": "午饭", "日期": 1764115200000})"}}}}}},
-      {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}}
+// A Bitable write as a bot sends it: `fields` as a JSON string, json_parse on it.
+std::string job_body(json headers, const std::string& fields) {
+  return json{{"location", location},
+              {"headers", std::move(headers)},
+              {"params", {{"records", {{{"fields", fields}}}}}},
+              {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}}
       .dump();
+}
+
+std::string seed_body() {
+  return job_body({{"Authorization", "Bearer t-xxxxxxxxxxxxxxxxxxxxxxxx"}},
+                  R"({"金额": 32.5, "分类": "餐饮", "备注": "午饭", "日期": 1764115200000})");
+}
+
+// The benchmark table's job (scripts/bench.sh): a ~1 KB write with a token in its headers.
+std::string bench_body() {
+  return job_body({{"Authorization", "Bearer t-bench-0123456789abcdef"},
+                   {"Content-Type", "application/json; charset=utf-8"}},
+                  R"({"金额": 128.5, "备注": "午饭 )" + std::string(600, 'x') +
+                      R"(", "分类": "餐饮", "日期": 1764115200000, "账户": "招商银行信用卡"})");
 }
 }  // namespace
 
@@ -57,22 +67,6 @@ static void BM_ApplyJsonParse(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_ApplyJsonParse);
-
-// The benchmark table's job (scripts/bench.sh): a ~1 KB Bitable write with a token in its headers.
-static std::string bench_body() {
-  return json{
-      {"location", location},
-      {"headers",
-       {{"Authorization", "Bearer t-bench-0123456789abcdef"},
-        {"Content-Type", "application/json; charset=utf-8"}}},
-      {"params",
-       {{"records",
-         {{{"fields",
-            R"({"金额": 128.5, "备注": "午饭 )" + std::string(600, 'x') +
-                R"(", "分类": "餐饮", "日期": 1764115200000, "账户": "招商银行信用卡"})"}}}}}},
-      {"commands", {{"json_parse", {"$.params.records[*].fields"}}}}}
-      .dump();
-}
 
 // What a delivery does with the stored request on the network thread: build what it sends...
 static void BM_ForwardRequest(benchmark::State& state) {
