@@ -263,6 +263,14 @@ json job_row(SQLite::Statement& q, bool with_request) {
 
 // --- the claim, in steps (see claim() for the order) ---
 
+// A key the claim looked into: its head as key_heads had it, and its first queued jobs.
+struct key_visit {
+  std::string key;
+  std::string head_at;
+  std::vector<std::pair<std::string, std::string>> queued;  // next_attempt_at, id
+  int asked = 0;                                            // the LIMIT of that read
+};
+
 constexpr const char* reap_sql =
     "UPDATE jobs SET state = 'queued', lease_until = NULL, inflight_until = NULL, "
     "next_attempt_at = ?1, updated_at = ?1 WHERE state = 'delivering' AND lease_until <= ?1 "
@@ -274,13 +282,19 @@ constexpr const char* due_unkeyed_sql =
     "WHERE state = 'queued' AND resource_key IS NULL AND route = ?1 AND next_attempt_at <= ?2 "
     "ORDER BY next_attempt_at, id LIMIT ?3";
 constexpr const char* due_keys_sql =
-    "SELECT resource_key FROM key_heads INDEXED BY key_heads_due "
+    "SELECT resource_key, head_at FROM key_heads INDEXED BY key_heads_due "
     "WHERE route = ?1 AND head_at <= ?2 ORDER BY head_at LIMIT ?3";
 constexpr const char* key_gap_sql = "SELECT not_before FROM key_gaps WHERE resource_key = ?1";
-constexpr const char* due_of_key_sql =
+// A key's queued jobs in due order, due or not: the claim takes the due ones it has room for,
+// and the first one it leaves is the key's new head.
+constexpr const char* queued_of_key_sql =
     "SELECT id, next_attempt_at FROM jobs INDEXED BY jobs_key_due "
-    "WHERE state = 'queued' AND resource_key = ?1 AND route = ?2 AND next_attempt_at <= ?3 "
-    "ORDER BY next_attempt_at, id LIMIT ?4";
+    "WHERE state = 'queued' AND resource_key = ?1 AND route = ?2 "
+    "ORDER BY next_attempt_at, id LIMIT ?3";
+constexpr const char* move_head_sql =
+    "UPDATE key_heads SET head_at = ?3 WHERE resource_key = ?1 AND route = ?2";
+constexpr const char* drop_head_sql =
+    "DELETE FROM key_heads WHERE resource_key = ?1 AND route = ?2";
 constexpr const char* take_sql =
     "UPDATE jobs SET state = 'delivering', lease_until = ?2, inflight_until = ?2, "
     "claim_no = claim_no + 1, attempts = attempts + 1, updated_at = ?3 "
@@ -489,9 +503,12 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
           }
         }
         const int keys_busy = int(key_busy.size());
+        std::vector<std::string> taken;  // ids, this claim
+        bool stale_heads = false;
         // 3. Each route, starting at a rotating one, gets candidates up to its own free room:
         //    its earliest due unkeyed jobs and the earliest due jobs of its due keys that are
-        //    neither busy nor in their gap. Cost: a few index probes per candidate.
+        //    neither busy nor in their gap. Cost: a few index probes per candidate. The keys it
+        //    took from get their new head (migration 7), one row update per key.
         int remaining = req.limit;
         const std::size_t n_routes = req.routes.size();
         for (std::size_t i = 0; i < n_routes && remaining > 0; ++i) {
@@ -507,16 +524,19 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
             while (q.executeStep())
               cand.emplace_back(q.getColumn(1).getString(), q.getColumn(0).getString());
           }
-          std::vector<std::string> keys;
+          std::vector<std::pair<std::string, std::string>> keys;  // key, head_at
+          const int keys_asked = room + keys_busy + 64;
           {
             auto& q = st(due_keys_sql);
             q.bind(1, rl.route);
             q.bind(2, now);
-            q.bind(3, room + keys_busy + 64);
-            while (q.executeStep()) keys.push_back(q.getColumn(0).getString());
+            q.bind(3, keys_asked);
+            while (q.executeStep())
+              keys.emplace_back(q.getColumn(0).getString(), q.getColumn(1).getString());
           }
+          std::vector<key_visit> visits;
           int keyed = 0;
-          for (const auto& k : keys) {
+          for (auto& [k, head_at] : keys) {
             if (keyed >= room) break;
             const int free_k = rl.key_concurrency - key_busy[k];
             if (free_k <= 0) continue;
@@ -525,15 +545,25 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
             const bool gapped = g.executeStep() && g.getColumn(0).getString() > now;
             g.reset();
             if (gapped) continue;
-            auto& q = st(due_of_key_sql);
-            q.bind(1, k);
+            const int want = std::min(free_k, room - keyed);
+            auto& v =
+                visits.emplace_back(key_visit{std::move(k), std::move(head_at), {}, want + 1});
+            auto& q = st(queued_of_key_sql);
+            q.bind(1, v.key);
             q.bind(2, rl.route);
-            q.bind(3, now);
-            q.bind(4, std::min(free_k, room - keyed));
+            q.bind(3, v.asked);
+            int due = 0;
             while (q.executeStep()) {
-              cand.emplace_back(q.getColumn(1).getString(), q.getColumn(0).getString());
-              ++keyed;
+              auto& row =
+                  v.queued.emplace_back(q.getColumn(1).getString(), q.getColumn(0).getString());
+              if (due < want && row.first <= now) {
+                cand.push_back(row);
+                ++due;
+              }
             }
+            keyed += due;
+            // Its head was early (a job that left the queue without a claim): nothing was due.
+            if (due == 0) stale_heads = true;
           }
           std::sort(cand.begin(), cand.end());
           if (int(cand.size()) > room) cand.resize(std::size_t(room));
@@ -559,8 +589,28 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
             drain(q);
             if (j.resource_key) ++key_busy[*j.resource_key];
             moves->emplace_back(j.route, "claimed");
+            taken.push_back(j.id);
             out->jobs.push_back(std::move(j));
             --remaining;
+          }
+          // Each visited key's head becomes its first queued job that was not taken.
+          for (const auto& v : visits) {
+            const auto left = std::find_if(v.queued.begin(), v.queued.end(), [&](const auto& r) {
+              return std::find(taken.begin(), taken.end(), r.second) == taken.end();
+            });
+            if (left == v.queued.end()) {
+              if (int(v.queued.size()) >= v.asked) continue;  // cannot happen: `asked` > taken
+              auto& d = st(drop_head_sql);
+              d.bind(1, v.key);
+              d.bind(2, rl.route);
+              d.exec();
+            } else if (left->first != v.head_at) {
+              auto& m = st(move_head_sql);
+              m.bind(1, v.key);
+              m.bind(2, rl.route);
+              m.bind(3, left->first);
+              m.exec();
+            }
           }
         }
         // 4. When to look again: the earliest future due time per route, key gap or lease.
@@ -579,6 +629,8 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
         g.bind(1, now);
         next = earliest(next, g);
         next = earliest(next, st(next_lease_sql));
+        // Early heads that were put right may have hidden due keys behind them: look again now.
+        if (stale_heads && remaining > 0) next = req.now;
         out->next_due = next;
       },
       [this, out, moves, done](std::exception_ptr e) {

@@ -7,11 +7,13 @@
 #include <array>
 #include <atomic>
 #include <future>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "store/db_lock.h"
 #include "store/sqlite_store.h"
 #include "support/temp_dir.h"
+#include "util/time.h"
 
 using namespace resendd;
 using namespace resendd::store;
@@ -299,6 +301,79 @@ TEST(Store, AKeyIsDueWhenItsEarliestJobIsWhateverTheOrderOfEnqueues) {
   EXPECT_EQ(r.jobs[0].id, "earlier");
   ASSERT_TRUE(r.next_due);
   EXPECT_EQ(*r.next_due, t0 + millis{5000});
+}
+
+// key_heads as SQLite has it: key -> head_at.
+std::map<std::string, std::string> key_heads(fixture& f) {
+  SQLite::Database db(f.dir.file("var/q.db"), SQLite::OPEN_READONLY);
+  SQLite::Statement q(db, "SELECT resource_key, head_at FROM key_heads");
+  std::map<std::string, std::string> out;
+  while (q.executeStep()) out[q.getColumn(0).getString()] = q.getColumn(1).getString();
+  return out;
+}
+
+TEST(Store, AClaimMovesTheHeadsOfItsKeysAndDropsAKeyItEmptied) {
+  fixture f;
+  enqueue_sync(*f, make("a", "k"), t0);
+  enqueue_sync(*f, make("b", "k"), t0 + millis{1000});
+  enqueue_sync(*f, make("c", "k"), t0 + millis{2000});
+  enqueue_sync(*f, make("x", "other"), t0 + millis{3000});
+  const auto later = t0 + millis{10'000};
+  auto r = claim_full(*f, 64, {{"r", 64, 1}}, later);
+  ASSERT_EQ(r.jobs.size(), 2u);  // a, and x of the other key
+  EXPECT_EQ(r.jobs[0].id, "a");
+  // k's head is b now; `other` has nothing queued left.
+  EXPECT_EQ(key_heads(f),
+            (std::map<std::string, std::string>{{"k", to_iso8601(t0 + millis{1000})}}));
+  // A retry due earlier than the head brings the head forward (the trigger, as for an enqueue).
+  auto retry = finished(r.jobs[0], "queued");
+  retry.next_attempt_at = t0 + millis{500};
+  ASSERT_TRUE(finish_sync(*f, retry, later).applied);
+  finish_sync(*f, finished(r.jobs[1]), later);
+  EXPECT_EQ(key_heads(f)["k"], to_iso8601(t0 + millis{500}));
+  r = claim_full(*f, 64, {{"r", 64, 1}}, t0 + millis{600});  // only the retry is due
+  ASSERT_EQ(r.jobs.size(), 1u);
+  EXPECT_EQ(r.jobs[0].id, "a");
+  EXPECT_EQ(key_heads(f)["k"], to_iso8601(t0 + millis{1000}));
+  ASSERT_TRUE(r.next_due);
+  EXPECT_EQ(*r.next_due, t0 + millis{1000});
+  finish_sync(*f, finished(r.jobs[0]), later);
+  // Two at a time on the key: b and c go together and the key has no head left.
+  r = claim_full(*f, 64, {{"r", 64, 2}}, later);
+  ASSERT_EQ(r.jobs.size(), 2u);
+  EXPECT_EQ(r.jobs[0].id, "b");
+  EXPECT_EQ(r.jobs[1].id, "c");
+  EXPECT_TRUE(key_heads(f).empty());
+}
+
+TEST(Store, EarlyHeadsLeftByCancelsArePutRightWithoutHidingADueKey) {
+  fixture f(100000);
+  // 300 keys whose only job is cancelled: their heads stay (early, nothing behind them) until a
+  // claim visits them. A due job on another key sorts after all of them.
+  for (int i = 0; i < 300; ++i) {
+    const auto id = "c" + std::to_string(i);
+    enqueue_sync(*f, make(id, "key" + std::to_string(i)), t0);
+    ASSERT_EQ(cancel_sync(*f, id).what, action_result::status::done);
+  }
+  enqueue_sync(*f, make("due", "z"), t0 + millis{1});
+  EXPECT_EQ(key_heads(f).size(), 301u);
+  const auto now = t0 + millis{1000};
+  std::vector<claimed_job> got;
+  int claims = 0;
+  while (got.empty() && claims < 10) {
+    auto r = claim_full(*f, 64, {{"r", 64, 1}}, now);
+    ++claims;
+    got = std::move(r.jobs);
+    // Each claim that found only early heads says to look again at once, not at the idle poll.
+    if (got.empty()) {
+      ASSERT_TRUE(r.next_due) << "claim " << claims;
+      EXPECT_LE(*r.next_due, now) << "claim " << claims;
+    }
+  }
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, "due");
+  EXPECT_GT(claims, 1);  // the first claim met only early heads
+  EXPECT_TRUE(key_heads(f).empty());
 }
 
 TEST(Store, FinishIsFencedByTheClaimNumber) {
