@@ -298,7 +298,7 @@ constexpr const char* drop_head_sql =
 constexpr const char* take_sql =
     "UPDATE jobs SET state = 'delivering', lease_until = ?2, inflight_until = ?2, "
     "claim_no = claim_no + 1, attempts = attempts + 1, updated_at = ?3 "
-    "WHERE id = ?1 AND state = 'queued' "
+    "WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued' "
     "RETURNING id, route, location, method, request, client_token, resource_key, claim_no, "
     "attempts, free_attempts, auth_refreshes, coalesce(retried_at, created_at)";
 constexpr const char* next_unkeyed_sql =
@@ -567,26 +567,40 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
           }
           std::sort(cand.begin(), cand.end());
           if (int(cand.size()) > room) cand.resize(std::size_t(room));
-          for (const auto& c : cand) {
+          // One statement takes them all: SQLite journals each page it changes once per
+          // statement, and a statement per job paid that for every job.
+          std::vector<claimed_job> got;
+          if (!cand.empty()) {
+            json ids = json::array();
+            for (const auto& c : cand) ids.push_back(c.second);
             auto& q = st(take_sql);
-            q.bind(1, c.second);
+            q.bind(1, ids.dump());
             q.bind(2, lease);
             q.bind(3, now);
-            if (!q.executeStep()) continue;
-            claimed_job j;
-            j.id = q.getColumn(0).getString();
-            j.route = q.getColumn(1).getString();
-            j.location = q.getColumn(2).getString();
-            j.method = q.getColumn(3).getString();
-            j.request = q.getColumn(4).getString();
-            j.client_token = opt_text(q.getColumn(5));
-            j.resource_key = opt_text(q.getColumn(6));
-            j.claim_no = q.getColumn(7).getInt64();
-            j.attempts = q.getColumn(8).getInt();
-            j.free_attempts = q.getColumn(9).getInt();
-            j.auth_refreshes = q.getColumn(10).getInt();
-            j.age_start = from_iso8601(q.getColumn(11).getString()).value_or(req.now);
-            drain(q);
+            while (q.executeStep()) {
+              claimed_job& j = got.emplace_back();
+              j.id = q.getColumn(0).getString();
+              j.route = q.getColumn(1).getString();
+              j.location = q.getColumn(2).getString();
+              j.method = q.getColumn(3).getString();
+              j.request = q.getColumn(4).getString();
+              j.client_token = opt_text(q.getColumn(5));
+              j.resource_key = opt_text(q.getColumn(6));
+              j.claim_no = q.getColumn(7).getInt64();
+              j.attempts = q.getColumn(8).getInt();
+              j.free_attempts = q.getColumn(9).getInt();
+              j.auth_refreshes = q.getColumn(10).getInt();
+              j.age_start = from_iso8601(q.getColumn(11).getString()).value_or(req.now);
+            }
+          }
+          // In due order, as the candidates were (RETURNING's order is SQLite's).
+          std::unordered_map<std::string_view, claimed_job*> by_id;
+          for (auto& j : got) by_id.emplace(j.id, &j);
+          for (const auto& c : cand) {
+            const auto it = by_id.find(c.second);
+            if (it == by_id.end()) continue;
+            claimed_job& j = *it->second;
+            by_id.erase(it);  // its key views j.id, which moves below
             if (j.resource_key) ++key_busy[*j.resource_key];
             moves->emplace_back(j.route, "claimed");
             taken.push_back(j.id);

@@ -346,6 +346,20 @@ TEST(Store, AClaimMovesTheHeadsOfItsKeysAndDropsAKeyItEmptied) {
   EXPECT_TRUE(key_heads(f).empty());
 }
 
+TEST(Store, AClaimHandsOutItsJobsInDueOrder) {
+  fixture f;
+  // Ids sort the other way round from due times, keyed and unkeyed mixed.
+  enqueue_sync(*f, make("z", "k1"), t0);
+  enqueue_sync(*f, make("y"), t0 + millis{1});
+  enqueue_sync(*f, make("x", "k2"), t0 + millis{2});
+  enqueue_sync(*f, make("w"), t0 + millis{3});
+  enqueue_sync(*f, make("v", "k1"), t0 + millis{4});
+  const auto r = claim_full(*f, 64, {{"r", 64, 2}}, t0 + millis{10});
+  std::vector<std::string> ids;
+  for (const auto& j : r.jobs) ids.push_back(j.id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"z", "y", "x", "w", "v"}));
+}
+
 TEST(Store, EarlyHeadsLeftByCancelsArePutRightWithoutHidingADueKey) {
   fixture f(100000);
   // 300 keys whose only job is cancelled: their heads stay (early, nothing behind them) until a
