@@ -8,6 +8,7 @@
 #include "queue/json_path.h"
 #include "store/queue_store.h"
 #include "util/log.h"
+#include "util/utf8.h"
 
 using namespace resendd;
 using nlohmann::json;
@@ -275,4 +276,37 @@ TEST(Scrub, SameDocumentAsTheReserializedWayAndBothFormsMatchARepeat) {
     EXPECT_FALSE(store::same_request(*reserialized, other));
   }
   EXPECT_GT(masked, 100);  // the generator does reach the masking
+}
+
+// An attempt's kept response: values under names that could be credentials are masked, wherever
+// they are nested and however the name is spelled; a response with no such name is kept as it
+// came, byte for byte.
+TEST(MaskResponse, MasksCredentialsAndKeepsEverythingElseAsItCame) {
+  const std::string plain = "{ \"code\": 0,\"msg\":\"success\",\n \"data\":{\"records\":[]} }";
+  EXPECT_EQ(mask_response(plain, 4096), plain);
+  EXPECT_EQ(mask_response("busy, try later", 4096), "busy, try later");
+
+  const std::string secret = "abcdefghijklmnopqrstuvwxyz0123456789";
+  for (const std::string name : {"access_token", "Tenant_Access_TOKEN", "app_secret", "Password",
+                                 "authorization", "t\\u006fken"}) {
+    const std::string body =
+        R"({"code":0,"data":{"list":[{")" + name + R"(":")" + secret + R"("}]}})";
+    const auto kept = mask_response(body, 4096);
+    EXPECT_EQ(kept.find(secret), std::string::npos) << name << ": " << kept;
+    const auto doc = json::parse(kept);
+    EXPECT_EQ(doc["code"], 0) << name;
+  }
+  // client_token is Feishu's idempotency token, not a credential: it stays.
+  const std::string ct = R"({"data":{"client_token":"fe599b60-450f-46ff-b2ef-9f6675625b97"}})";
+  EXPECT_NE(mask_response(ct, 4096).find("fe599b60-450f-46ff-b2ef-9f6675625b97"),
+            std::string::npos);
+}
+
+TEST(MaskResponse, CutsLongTextOnACharacterAndKeepsBytesAsBase64) {
+  const std::string long_text = std::string(10, 'x') + "\xc3\xa9" + std::string(100, 'y');
+  const auto cut = mask_response(long_text, 11);  // 11 falls inside the two-byte é
+  EXPECT_EQ(cut, std::string(10, 'x') + "…(truncated)");
+  const std::string bytes("\xff\xfe\x00\x01", 4);
+  const auto kept = mask_response(bytes, 4096);
+  EXPECT_EQ(kept.rfind(std::string(binary_marker), 0), 0u) << kept;
 }
