@@ -276,7 +276,7 @@ TEST(Cli, CheckConfigMigrateAndErrors) {
   r = run_resendd(dir, {"migrate"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(sql_value(store_url(dir), "select max(version) from schema_migrations"),
-            on_postgres() ? "2" : "6");
+            on_postgres() ? "2" : "7");
   if (!on_postgres()) {
     EXPECT_EQ(sql_value(store_url(dir), "pragma auto_vacuum"), "2");  // incremental
   }
