@@ -608,9 +608,10 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
             --remaining;
           }
           // Each visited key's head becomes its first queued job that was not taken.
+          std::sort(taken.begin(), taken.end());
           for (const auto& v : visits) {
             const auto left = std::find_if(v.queued.begin(), v.queued.end(), [&](const auto& r) {
-              return std::find(taken.begin(), taken.end(), r.second) == taken.end();
+              return !std::binary_search(taken.begin(), taken.end(), r.second);
             });
             if (left == v.queued.end()) {
               if (int(v.queued.size()) >= v.asked) continue;  // cannot happen: `asked` > taken
