@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/url/parse.hpp>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "queue/forward.h"
 #include "queue/intake.h"
@@ -152,6 +153,12 @@ struct alerter::impl : std::enable_shared_from_this<alerter::impl> {
   int storing = 0;                       // messages on their way to the store
   std::function<void()> flushed;         // flush's `done`, once storing is 0
   bool flushing = false;
+  // The start-up look reads the store while deliveries already run: a job that dies meanwhile
+  // can be both in what it reads and reported by the dispatcher. Each is told once: deaths the
+  // dispatcher reports while the look is out are remembered, and what the look reported is.
+  bool looking = false;
+  std::set<std::string> died_while_looking;
+  std::set<std::string> looked_up;  // at most catch_up_limit ids
 
   impl(asio::io_context& i, queue_service& q, const config& c, const clock& k)
       : io(i), queue(q), cfg(c), clk(k) {}
@@ -244,21 +251,29 @@ alerter::~alerter() {
 void alerter::start() {
   if (impl_->cfg.alerts.webhook.empty()) return;
   auto self = impl_;
+  self->looking = true;
   asio::co_spawn(
       self->io,
       [self]() -> asio::awaitable<void> {
         const auto r = co_await self->queue.unalerted_dead(
             alerts_route_name, self->clk.now() - catch_up, catch_up_limit);
+        self->looking = false;
+        const auto reported = std::exchange(self->died_while_looking, {});
         if (!r.value) {
           spdlog::error("alert: looking for dead jobs no alert reported failed: {}", r.error);
           co_return;
         }
-        if (r.value->empty()) co_return;
+        std::vector<const json*> missed;
+        for (const auto& j : *r.value)
+          if (!reported.count(j["id"].get<std::string>())) missed.push_back(&j);
+        if (missed.empty()) co_return;
         spdlog::warn(
             "alert: {} dead job(s) of the last {} were not reported (resendd stopped "
             "before their alert was queued); reporting them now",
-            r.value->size(), format_duration(catch_up));
-        for (const auto& j : *r.value) {
+            missed.size(), format_duration(catch_up));
+        for (const json* p : missed) {
+          const auto& j = *p;
+          self->looked_up.insert(j["id"].get<std::string>());
           const auto& request = j["request"].get_ref<const std::string&>();
           self->died({j["id"], j["route"], j["location"], j["last_error"],
                       request.size() < large_request_bytes ? request : std::string(),
@@ -272,6 +287,8 @@ void alerter::start() {
 
 void alerter::job_died(dead_job d) {
   if (impl_->cfg.alerts.webhook.empty() || d.route == alerts_route_name) return;
+  if (impl_->looking) impl_->died_while_looking.insert(d.id);
+  if (impl_->looked_up.erase(d.id)) return;  // the start-up look told it already
   impl_->died(std::move(d));
 }
 

@@ -1,12 +1,19 @@
 #include "queue/alerts.h"
 
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <gtest/gtest.h>
 
+#include <boost/asio/io_context.hpp>
+#include <future>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "config/config.h"
 #include "queue/intake.h"
+#include "queue/queue_service.h"
 #include "queue/routes.h"
+#include "store/sqlite_store.h"
+#include "support/temp_dir.h"
 #include "util/utf8.h"
 
 using namespace resendd;
@@ -191,4 +198,89 @@ match = "^https://b/.*$"
   EXPECT_EQ(applied.server.max_body_bytes, running.server.max_body_bytes);
   EXPECT_EQ(applied.store.path, running.store.path);
   EXPECT_TRUE(keys_needing_restart(running, running).empty());
+}
+
+namespace {
+template <class T, class Start>
+T wait_for(Start start) {
+  std::promise<T> p;
+  auto f = p.get_future();
+  start([&p](T v) { p.set_value(std::move(v)); });
+  return f.get();
+}
+
+// A job of route r that died at its first attempt, committed in the store.
+dead_job make_dead(store::sqlite_store& st, const std::string& id, sys_time now) {
+  store::new_job j;
+  j.id = id;
+  j.route = "r";
+  j.method = "POST";
+  j.location = "http://127.0.0.1/x";
+  j.request = R"({"location":"http://127.0.0.1/x"})";
+  wait_for<store::enqueue_result>([&](auto done) { st.enqueue(j, now, nullptr, std::move(done)); });
+  const auto c = wait_for<store::claim_result>([&](auto done) {
+    st.claim({now, millis{60'000}, 10, {{"r", 10, 1}}, 0}, std::move(done));
+  });
+  EXPECT_EQ(c.jobs.size(), 1u);
+  store::job_finish f;
+  f.id = id;
+  f.route = "r";
+  f.claim_no = c.jobs.at(0).claim_no;
+  f.attempt = {now, millis{1}, 400, {}, "dead", "HTTP 400", ""};
+  f.next_state = "dead";
+  f.next_attempt_at = now;
+  f.last_error = "HTTP 400";
+  const auto r = wait_for<store::finish_result>(
+      [&](auto done) { st.finish(std::move(f), now, std::move(done)); });
+  EXPECT_TRUE(r.applied) << r.error;
+  return {id, "r", j.location, "HTTP 400", j.request, 1, j.request.size()};
+}
+}  // namespace
+
+// The start-up look for deaths no alert reported reads the store while deliveries run: a job that
+// dies meanwhile is in what it reads and is reported by the dispatcher too. It is told once,
+// whichever of the two comes first.
+TEST(Alerts, ADeathTheStartUpLookReadsAndTheDispatcherReportsIsToldOnce) {
+  test::temp_dir dir;
+  const sys_time t0{millis{1'800'000'000'000}};
+  manual_clock clk(t0 + millis{10});
+  store::sqlite_options o;
+  o.path = dir.file("q.db");
+  o.max_queue_depth = 100;
+  store::sqlite_store st(o, t0);
+  const auto a = make_dead(st, "a", t0 + millis{1});
+  const auto b = make_dead(st, "b", t0 + millis{2});
+  config cfg;
+  cfg.alerts.webhook = "http://127.0.0.1:9/hook";
+  cfg.alerts.format = "generic";
+  cfg.alerts.delay = millis{0};
+  cfg.alerts.interval = millis{0};
+  boost::asio::io_context io;
+  queue_service q(st, nullptr, clk, {});
+  alerter al(io, q, cfg, clk);
+  al.start();      // the look is out: nothing has run yet
+  al.job_died(a);  // reported before the look's answer
+  // Run until the look has answered and what it found is queued; then b is reported, after it.
+  const auto told = [&] {
+    SQLite::Database db(o.path, SQLite::OPEN_READONLY);
+    SQLite::Statement s(db, "SELECT request FROM jobs WHERE route = 'resendd-alerts'");
+    std::multiset<std::string> ids;
+    int count = 0;
+    while (s.executeStep()) {
+      const auto body = json::parse(s.getColumn(0).getString())["params"];
+      count += body["count"].get<int>();
+      for (const auto& j : body["jobs"]) ids.insert(j["id"].get<std::string>());
+    }
+    return std::make_pair(count, ids);
+  };
+  for (int i = 0; i < 200 && told().first < 2; ++i) {
+    io.restart();
+    io.run_for(std::chrono::milliseconds(10));
+  }
+  al.job_died(b);
+  io.restart();
+  io.run();  // until nothing is left to do: what b would queue a second time is in the store
+  const auto [count, ids] = told();
+  EXPECT_EQ(count, 2);
+  EXPECT_EQ(ids, (std::multiset<std::string>{"a", "b"}));
 }
