@@ -268,7 +268,6 @@ struct key_visit {
   std::string key;
   std::string head_at;
   std::vector<std::pair<std::string, std::string>> queued;  // next_attempt_at, id
-  int asked = 0;                                            // the LIMIT of that read
 };
 
 constexpr const char* reap_sql =
@@ -546,12 +545,11 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
             g.reset();
             if (gapped) continue;
             const int want = std::min(free_k, room - keyed);
-            auto& v =
-                visits.emplace_back(key_visit{std::move(k), std::move(head_at), {}, want + 1});
+            auto& v = visits.emplace_back(key_visit{std::move(k), std::move(head_at), {}});
             auto& q = st(queued_of_key_sql);
             q.bind(1, v.key);
             q.bind(2, rl.route);
-            q.bind(3, v.asked);
+            q.bind(3, want + 1);  // one more than it may take: the next head
             int due = 0;
             while (q.executeStep()) {
               auto& row =
@@ -613,8 +611,7 @@ void sqlite_store::claim(claim_request req, std::function<void(claim_result)> do
             const auto left = std::find_if(v.queued.begin(), v.queued.end(), [&](const auto& r) {
               return !std::binary_search(taken.begin(), taken.end(), r.second);
             });
-            if (left == v.queued.end()) {
-              if (int(v.queued.size()) >= v.asked) continue;  // cannot happen: `asked` > taken
+            if (left == v.queued.end()) {  // it read fewer than it asked for: none is left
               auto& d = st(drop_head_sql);
               d.bind(1, v.key);
               d.bind(2, rl.route);

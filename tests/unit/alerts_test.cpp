@@ -14,10 +14,12 @@
 #include "queue/routes.h"
 #include "store/sqlite_store.h"
 #include "support/temp_dir.h"
+#include "support/wait_for.h"
 #include "util/utf8.h"
 
 using namespace resendd;
 using nlohmann::json;
+using resendd::test::wait_for;
 
 namespace {
 
@@ -201,14 +203,6 @@ match = "^https://b/.*$"
 }
 
 namespace {
-template <class T, class Start>
-T wait_for(Start start) {
-  std::promise<T> p;
-  auto f = p.get_future();
-  start([&p](T v) { p.set_value(std::move(v)); });
-  return f.get();
-}
-
 // A job of route r that died at its first attempt, committed in the store.
 dead_job make_dead(store::sqlite_store& st, const std::string& id, sys_time now) {
   store::new_job j;

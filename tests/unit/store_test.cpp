@@ -13,21 +13,15 @@
 #include "store/db_lock.h"
 #include "store/sqlite_store.h"
 #include "support/temp_dir.h"
+#include "support/wait_for.h"
 #include "util/time.h"
 
 using namespace resendd;
+using resendd::test::wait_for;
 using namespace resendd::store;
 
 namespace {
 const sys_time t0{millis{1'800'000'000'000}};
-
-template <class T, class Start>
-T wait_for(Start start) {
-  std::promise<T> p;
-  auto f = p.get_future();
-  start([&p](T v) { p.set_value(std::move(v)); });
-  return f.get();
-}
 
 struct fixture {
   test::temp_dir dir;
