@@ -15,6 +15,7 @@
 #include "queue/json_path.h"
 #include "queue/routes.h"
 #include "store/sqlite_store.h"
+#include "support/wait_for.h"
 #include "util/log.h"
 #include "util/random.h"
 
@@ -116,13 +117,7 @@ static void BM_DurableEnqueue(benchmark::State& state) {
 BENCHMARK(BM_DurableEnqueue)->Arg(1)->Arg(16)->Arg(128)->UseRealTime();
 
 namespace {
-template <class T, class Start>
-T wait_for(Start start) {
-  std::promise<T> p;
-  auto f = p.get_future();
-  start([&p](T v) { p.set_value(std::move(v)); });
-  return f.get();
-}
+using test::wait_for;
 
 const sys_time bench_now{millis{1'800'000'000'000}};
 

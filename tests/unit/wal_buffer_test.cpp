@@ -23,92 +23,26 @@ struct probe {
 probe probe_state;
 sqlite3_vfs* probe_real = nullptr;
 sqlite3_vfs probe_vfs{};
-sqlite3_io_methods probe_methods{};
-
-struct probe_file {
-  sqlite3_file base;
-  bool wal;
-  // the real VFS's file follows
-  sqlite3_file* real() { return reinterpret_cast<sqlite3_file*>(this + 1); }
-};
-
-const sqlite3_io_methods& rm(sqlite3_file* f) {
-  return *reinterpret_cast<probe_file*>(f)->real()->pMethods;
-}
+// The default VFS opens every log with the same methods; the probe's copy differs in xWrite.
+const sqlite3_io_methods* log_methods = nullptr;
+sqlite3_io_methods probe_log_methods{};
 
 int probe_write(sqlite3_file* f, const void* p, int n, sqlite3_int64 off) {
-  auto* pf = reinterpret_cast<probe_file*>(f);
-  if (pf->wal) {
-    ++probe_state.wal_writes;
-    if (probe_state.fail_wal_writes) return SQLITE_IOERR_WRITE;
-  }
-  return rm(f).xWrite(pf->real(), p, n, off);
+  ++probe_state.wal_writes;
+  if (probe_state.fail_wal_writes) return SQLITE_IOERR_WRITE;
+  return log_methods->xWrite(f, p, n, off);
 }
 
+// Opens the file with the default VFS, in place; a log gets the counting xWrite.
 int probe_open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* f, int flags, int* out) {
-  auto* pf = reinterpret_cast<probe_file*>(f);
-  pf->wal = (flags & SQLITE_OPEN_WAL) != 0;
-  const int rc = probe_real->xOpen(probe_real, name, pf->real(), flags, out);
-  if (!pf->real()->pMethods) {
-    f->pMethods = nullptr;
-    return rc;
+  const int rc = probe_real->xOpen(probe_real, name, f, flags, out);
+  if (rc != SQLITE_OK || !f->pMethods || (flags & SQLITE_OPEN_WAL) == 0) return rc;
+  if (!log_methods) {
+    log_methods = f->pMethods;
+    probe_log_methods = *log_methods;
+    probe_log_methods.xWrite = probe_write;
   }
-  // Every other method is the file's own (the default VFS gives a log other methods than the
-  // database), called with the real file.
-  probe_methods.iVersion = 3;
-  probe_methods.xClose = [](sqlite3_file* x) {
-    return rm(x).xClose(reinterpret_cast<probe_file*>(x)->real());
-  };
-  probe_methods.xRead = [](sqlite3_file* x, void* p, int n, sqlite3_int64 o) {
-    return rm(x).xRead(reinterpret_cast<probe_file*>(x)->real(), p, n, o);
-  };
-  probe_methods.xWrite = probe_write;
-  probe_methods.xTruncate = [](sqlite3_file* x, sqlite3_int64 s) {
-    return rm(x).xTruncate(reinterpret_cast<probe_file*>(x)->real(), s);
-  };
-  probe_methods.xSync = [](sqlite3_file* x, int fl) {
-    return rm(x).xSync(reinterpret_cast<probe_file*>(x)->real(), fl);
-  };
-  probe_methods.xFileSize = [](sqlite3_file* x, sqlite3_int64* s) {
-    return rm(x).xFileSize(reinterpret_cast<probe_file*>(x)->real(), s);
-  };
-  probe_methods.xLock = [](sqlite3_file* x, int l) {
-    return rm(x).xLock(reinterpret_cast<probe_file*>(x)->real(), l);
-  };
-  probe_methods.xUnlock = [](sqlite3_file* x, int l) {
-    return rm(x).xUnlock(reinterpret_cast<probe_file*>(x)->real(), l);
-  };
-  probe_methods.xCheckReservedLock = [](sqlite3_file* x, int* o) {
-    return rm(x).xCheckReservedLock(reinterpret_cast<probe_file*>(x)->real(), o);
-  };
-  probe_methods.xFileControl = [](sqlite3_file* x, int op, void* a) {
-    return rm(x).xFileControl(reinterpret_cast<probe_file*>(x)->real(), op, a);
-  };
-  probe_methods.xSectorSize = [](sqlite3_file* x) {
-    return rm(x).xSectorSize(reinterpret_cast<probe_file*>(x)->real());
-  };
-  probe_methods.xDeviceCharacteristics = [](sqlite3_file* x) {
-    return rm(x).xDeviceCharacteristics(reinterpret_cast<probe_file*>(x)->real());
-  };
-  probe_methods.xShmMap = [](sqlite3_file* x, int r, int s, int e, void volatile** p) {
-    return rm(x).xShmMap(reinterpret_cast<probe_file*>(x)->real(), r, s, e, p);
-  };
-  probe_methods.xShmLock = [](sqlite3_file* x, int o, int n, int fl) {
-    return rm(x).xShmLock(reinterpret_cast<probe_file*>(x)->real(), o, n, fl);
-  };
-  probe_methods.xShmBarrier = [](sqlite3_file* x) {
-    rm(x).xShmBarrier(reinterpret_cast<probe_file*>(x)->real());
-  };
-  probe_methods.xShmUnmap = [](sqlite3_file* x, int d) {
-    return rm(x).xShmUnmap(reinterpret_cast<probe_file*>(x)->real(), d);
-  };
-  probe_methods.xFetch = [](sqlite3_file* x, sqlite3_int64 o, int n, void** p) {
-    return rm(x).xFetch(reinterpret_cast<probe_file*>(x)->real(), o, n, p);
-  };
-  probe_methods.xUnfetch = [](sqlite3_file* x, sqlite3_int64 o, void* p) {
-    return rm(x).xUnfetch(reinterpret_cast<probe_file*>(x)->real(), o, p);
-  };
-  f->pMethods = &probe_methods;
+  if (f->pMethods == log_methods) f->pMethods = &probe_log_methods;
   return rc;
 }
 
@@ -122,7 +56,6 @@ class WalBuffer : public ::testing::Test {
     probe_vfs = *probe_real;
     probe_vfs.zName = "resendd-wal-probe";
     probe_vfs.pNext = nullptr;
-    probe_vfs.szOsFile = static_cast<int>(sizeof(probe_file)) + probe_real->szOsFile;
     probe_vfs.xOpen = probe_open;
     ASSERT_EQ(sqlite3_vfs_register(&probe_vfs, 1), SQLITE_OK);
     probe_state = probe{};
