@@ -98,53 +98,6 @@ class read_thread {
   std::thread thread_;
 };
 
-// Checkpoints the WAL from its own connection and thread, so that no commit pays for a
-// checkpoint (the writer connection has wal_autocheckpoint off). PASSIVE checkpoints run beside
-// the writer and readers; the log restarts from its beginning once a checkpoint caught up.
-// Under sustained intake that rarely happens by itself, and the writer then finishes a
-// checkpoint between two transactions (writer.cpp, bound_wal): every commit waits for it, for as
-// long as it takes to copy the pages logged since this thread's last pass and sync them. So the
-// passes are close together: at 100 ms apart the writer's checkpoints took 13–19 ms on average,
-// at 20 ms 5–10 ms (intake at 64 connections, this 2-core VM); intake p99 followed.
-constexpr auto checkpoint_interval = std::chrono::milliseconds(20);
-class checkpoint_thread {
- public:
-  checkpoint_thread(std::unique_ptr<SQLite::Database> db, const writer& w)
-      : db_(std::move(db)), writer_(w), thread_([this] { loop(); }) {}
-  ~checkpoint_thread() {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-  }
-
- private:
-  void loop() {
-    std::uint64_t seen = 0;
-    std::unique_lock lock(mutex_);
-    while (!wake_.wait_for(lock, checkpoint_interval, [&] { return stopping_; })) {
-      const auto now = writer_.batches();
-      if (now == seen) continue;
-      seen = now;
-      lock.unlock();
-      try {
-        db_->exec("PRAGMA wal_checkpoint(PASSIVE)");
-      } catch (const std::exception& e) {
-        spdlog::warn("store: checkpoint failed: {}", e.what());
-      }
-      lock.lock();
-    }
-  }
-  std::unique_ptr<SQLite::Database> db_;
-  const writer& writer_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  std::thread thread_;
-};
-
 namespace {
 
 template <class T>
@@ -222,7 +175,8 @@ std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis bu
   db->exec("PRAGMA synchronous = FULL");
   db->exec("PRAGMA foreign_keys = ON");
   db->exec("PRAGMA busy_timeout = " + std::to_string(busy.count()));
-  db->exec("PRAGMA wal_autocheckpoint = 0");  // checkpoint_thread does it, off the commit path
+  // The writer checkpoints between transactions (writer.cpp, bound_wal), never inside a commit.
+  db->exec("PRAGMA wal_autocheckpoint = 0");
   // When the WAL starts over after a burst, it is cut back to this size.
   db->exec("PRAGMA journal_size_limit = 67108864");
   // Every write here runs in a savepoint or a statement that may roll back, and SQLite copies
@@ -347,18 +301,12 @@ sqlite_store::sqlite_store(const sqlite_options& opts, sys_time now) : opts_(opt
     reader_ = std::make_unique<read_thread>(open_reader(opts_.path, opts_.busy_timeout));
     writer_ = std::make_unique<writer>(std::move(db), opts_.path, opts_.max_pending_writes);
     writer_->after_each([this] { wstmts_->release(); });
-    {
-      auto cp = std::make_unique<SQLite::Database>(opts_.path, SQLite::OPEN_READWRITE);
-      cp->exec("PRAGMA busy_timeout = " + std::to_string(opts_.busy_timeout.count()));
-      checkpointer_ = std::make_unique<checkpoint_thread>(std::move(cp), *writer_);
-    }
   } catch (const SQLite::Exception& e) {
     throw std::runtime_error("store " + opts_.path + ": " + e.what());
   }
 }
 
 sqlite_store::~sqlite_store() {
-  checkpointer_.reset();
   if (writer_) writer_->stop();
   wstmts_.reset();  // statements before the connection they belong to
   writer_.reset();
@@ -986,7 +934,6 @@ int sqlite_store::requeue_delivering(sys_time now, bool refund) {
 
 void sqlite_store::close() {
   if (!writer_) return;
-  checkpointer_.reset();
   try {
     // Everything into the main file, so that copying resendd.db alone is a whole backup.
     writer_->run_sync([](SQLite::Database& db) { db.exec("PRAGMA wal_checkpoint(TRUNCATE)"); },

@@ -2,10 +2,10 @@
 // The SQLite backend of queue_store: every SQL statement about jobs and attempts lives here (and
 // in migrations/).
 //
-// Threads: writes run on the writer thread (group commit, store/writer.h); reads run on a reader
-// thread with its own read-only connection (WAL lets it read beside the writer). Neither ever
-// runs on a caller's thread, so a network thread never waits on SQLite. Prepared statements are
-// cached per connection and used only on that connection's thread.
+// Threads: writes and checkpoints run on the writer thread (group commit, store/writer.h); reads
+// run on a reader thread with its own read-only connection (WAL lets it read beside the writer).
+// Neither ever runs on a caller's thread, so a network thread never waits on SQLite. Prepared
+// statements are cached per connection and used only on that connection's thread.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -23,7 +23,6 @@ namespace resendd::store {
 class writer;
 class read_thread;
 class statement_cache;
-class checkpoint_thread;
 
 struct sqlite_options {
   std::string path = "var/resendd.db";
@@ -90,7 +89,6 @@ class sqlite_store final : public queue_store {
   std::unique_ptr<statement_cache> wstmts_;  // writer thread only
   std::unique_ptr<writer> writer_;
   std::unique_ptr<read_thread> reader_;
-  std::unique_ptr<checkpoint_thread> checkpointer_;  // after writer_: stops first
 };
 
 }  // namespace resendd::store

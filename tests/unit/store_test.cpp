@@ -8,7 +8,9 @@
 #include <atomic>
 #include <future>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "store/db_lock.h"
 #include "store/sqlite_store.h"
@@ -569,6 +571,72 @@ TEST(Store, StatementJournalsStayInMemory) {
   }
   sqlite3_vfs_unregister(&counting_vfs);
   EXPECT_EQ(statement_journal_files.load(), 0);
+}
+
+namespace {
+// Records which open file (so which connection) writes each main database file. In WAL mode
+// only a checkpoint writes there.
+std::mutex db_writers_mutex;
+std::set<const sqlite3_file*> db_writers;
+const sqlite3_io_methods* db_methods = nullptr;
+sqlite3_io_methods recording_db_methods{};
+sqlite3_vfs* recording_real = nullptr;
+sqlite3_vfs recording_vfs{};
+int recording_write(sqlite3_file* f, const void* p, int n, sqlite3_int64 off) {
+  {
+    std::lock_guard lock(db_writers_mutex);
+    db_writers.insert(f);
+  }
+  return db_methods->xWrite(f, p, n, off);
+}
+int recording_open(sqlite3_vfs*, const char* name, sqlite3_file* f, int flags, int* out) {
+  const int rc = recording_real->xOpen(recording_real, name, f, flags, out);
+  if (rc != SQLITE_OK || !f->pMethods || (flags & SQLITE_OPEN_MAIN_DB) == 0) return rc;
+  if (!db_methods) {
+    db_methods = f->pMethods;
+    recording_db_methods = *db_methods;
+    recording_db_methods.xWrite = recording_write;
+  }
+  if (f->pMethods == db_methods) f->pMethods = &recording_db_methods;
+  return rc;
+}
+}  // namespace
+
+TEST(Store, OnlyTheWriterConnectionEverCheckpoints) {
+  // SQLite before 3.51.3 corrupts the database when a checkpoint on one connection overlaps a
+  // commit that restarts the WAL on another (the WAL-reset bug): every checkpoint must come from
+  // the connection that writes. Enough commits, one at a time, to pass the writer's WAL limit
+  // several times over.
+  recording_real = sqlite3_vfs_find("unix");
+  ASSERT_NE(recording_real, nullptr);
+  recording_vfs = *recording_real;
+  recording_vfs.zName = "resendd-recording";
+  recording_vfs.pNext = nullptr;
+  recording_vfs.xOpen = recording_open;
+  ASSERT_EQ(sqlite3_vfs_register(&recording_vfs, 1), SQLITE_OK);
+  struct unregister {
+    ~unregister() { sqlite3_vfs_unregister(&recording_vfs); }
+  } guard;
+  std::size_t writers = 0;
+  {
+    fixture f(100000);
+    {
+      std::lock_guard lock(db_writers_mutex);
+      db_writers.clear();  // creating the file and the migrations
+    }
+    for (int i = 0; i < 1500; ++i) {
+      auto j = make("j" + std::to_string(i), "k" + std::to_string(i % 50));
+      j.request = std::string(3000, 'x');
+      ASSERT_EQ(enqueue_sync(*f, std::move(j)).what, enqueue_result::status::queued);
+      if (i % 10 == 9) {
+        for (const auto& c : claim_sync(*f, 10, {{"r", 10, 1}}))
+          ASSERT_TRUE(finish_sync(*f, finished(c)).applied);
+      }
+    }
+    std::lock_guard lock(db_writers_mutex);
+    writers = db_writers.size();
+  }
+  EXPECT_EQ(writers, 1u) << "connections that wrote the database file while the store ran";
 }
 
 TEST(Store, RequeueAtStartKeepsTheAttemptAtShutdownGivesItBack) {
