@@ -529,26 +529,44 @@ TEST(Store, RetryingEveryDeadJobGoesInBatchesAndCountsThemAll) {
 }
 
 namespace {
-// The default VFS, counting the statement journals SQLite writes to temporary files.
+// For one test, the default VFS is "unix" with another xOpen, which opens through `under`;
+// unregistered however the test ends.
+sqlite3_vfs* under = nullptr;
+class default_vfs_for_test {
+ public:
+  default_vfs_for_test(const char* name,
+                       int (*open)(sqlite3_vfs*, const char*, sqlite3_file*, int, int*)) {
+    under = sqlite3_vfs_find("unix");
+    if (!under) return;
+    vfs_ = *under;
+    vfs_.zName = name;
+    vfs_.pNext = nullptr;
+    vfs_.xOpen = open;
+    registered_ = sqlite3_vfs_register(&vfs_, 1) == SQLITE_OK;
+  }
+  ~default_vfs_for_test() {
+    if (registered_) sqlite3_vfs_unregister(&vfs_);
+  }
+  bool registered() const { return registered_; }
+
+ private:
+  sqlite3_vfs vfs_{};
+  bool registered_ = false;
+};
+
+// Counts the statement journals SQLite writes to temporary files.
 std::atomic<int> statement_journal_files{0};
-sqlite3_vfs* real_vfs = nullptr;
-sqlite3_vfs counting_vfs{};
 int counting_open(sqlite3_vfs*, const char* name, sqlite3_file* f, int flags, int* out) {
   if (flags & SQLITE_OPEN_SUBJOURNAL) ++statement_journal_files;
-  return real_vfs->xOpen(real_vfs, name, f, flags, out);
+  return under->xOpen(under, name, f, flags, out);
 }
 }  // namespace
 
 TEST(Store, StatementJournalsStayInMemory) {
   // A claim of 300 jobs changes far more than 64 KiB of pages, each copied to the statement
   // journal first; SQLite's default would have written that copy to a temporary file.
-  real_vfs = sqlite3_vfs_find(nullptr);
-  ASSERT_NE(real_vfs, nullptr);
-  counting_vfs = *real_vfs;
-  counting_vfs.zName = "resendd-counting";
-  counting_vfs.pNext = nullptr;
-  counting_vfs.xOpen = counting_open;
-  ASSERT_EQ(sqlite3_vfs_register(&counting_vfs, 1), SQLITE_OK);
+  default_vfs_for_test counting("resendd-counting", counting_open);
+  ASSERT_TRUE(counting.registered());
   {
     fixture f(100000);
     constexpr int n = 300;
@@ -569,7 +587,6 @@ TEST(Store, StatementJournalsStayInMemory) {
     for (auto& p : finishes) EXPECT_TRUE(p.get_future().get().applied);
     EXPECT_EQ(count_of(*f, "succeeded"), n);
   }
-  sqlite3_vfs_unregister(&counting_vfs);
   EXPECT_EQ(statement_journal_files.load(), 0);
 }
 
@@ -580,8 +597,6 @@ std::mutex db_writers_mutex;
 std::set<const sqlite3_file*> db_writers;
 const sqlite3_io_methods* db_methods = nullptr;
 sqlite3_io_methods recording_db_methods{};
-sqlite3_vfs* recording_real = nullptr;
-sqlite3_vfs recording_vfs{};
 int recording_write(sqlite3_file* f, const void* p, int n, sqlite3_int64 off) {
   {
     std::lock_guard lock(db_writers_mutex);
@@ -590,7 +605,7 @@ int recording_write(sqlite3_file* f, const void* p, int n, sqlite3_int64 off) {
   return db_methods->xWrite(f, p, n, off);
 }
 int recording_open(sqlite3_vfs*, const char* name, sqlite3_file* f, int flags, int* out) {
-  const int rc = recording_real->xOpen(recording_real, name, f, flags, out);
+  const int rc = under->xOpen(under, name, f, flags, out);
   if (rc != SQLITE_OK || !f->pMethods || (flags & SQLITE_OPEN_MAIN_DB) == 0) return rc;
   if (!db_methods) {
     db_methods = f->pMethods;
@@ -607,16 +622,8 @@ TEST(Store, OnlyTheWriterConnectionEverCheckpoints) {
   // commit that restarts the WAL on another (the WAL-reset bug): every checkpoint must come from
   // the connection that writes. Enough commits, one at a time, to pass the writer's WAL limit
   // several times over.
-  recording_real = sqlite3_vfs_find("unix");
-  ASSERT_NE(recording_real, nullptr);
-  recording_vfs = *recording_real;
-  recording_vfs.zName = "resendd-recording";
-  recording_vfs.pNext = nullptr;
-  recording_vfs.xOpen = recording_open;
-  ASSERT_EQ(sqlite3_vfs_register(&recording_vfs, 1), SQLITE_OK);
-  struct unregister {
-    ~unregister() { sqlite3_vfs_unregister(&recording_vfs); }
-  } guard;
+  default_vfs_for_test recording("resendd-recording", recording_open);
+  ASSERT_TRUE(recording.registered());
   std::size_t writers = 0;
   {
     fixture f(100000);
