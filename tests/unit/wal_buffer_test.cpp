@@ -114,6 +114,50 @@ TEST_F(WalBuffer, EveryCommitIsWholeForAnotherConnectionEvenWithoutASync) {
   EXPECT_EQ(other.execAndGet("PRAGMA integrity_check").getString(), "ok");
 }
 
+TEST_F(WalBuffer, ACommitFrameWhosePageOverflowsTheBufferIsWholeForAnotherConnection) {
+  // Rows of 3,000 bytes, one per page: updating rows 1..k writes exactly k frames of 4,120 bytes.
+  // Thirty of them pass wal_buffer_bytes with the thirtieth frame's page: when that frame is the
+  // commit, its header is gathered and its page comes after the buffer had to go out. The page
+  // must reach the file before the commit is published (synchronous = NORMAL: no sync to flush
+  // it either).
+  auto db = open_buffered("NORMAL");
+  db.exec("CREATE TABLE t (i INTEGER PRIMARY KEY, v TEXT NOT NULL)");
+  auto value = [](int k) {
+    const auto tag = std::to_string(k) + ":";
+    return tag + std::string(3000 - tag.size(), 'v');
+  };
+  {
+    SQLite::Transaction t(db);
+    SQLite::Statement ins(db, "INSERT INTO t (i, v) VALUES (?, ?)");
+    for (int i = 1; i <= 100; ++i) {
+      ins.bind(1, i);
+      ins.bind(2, value(0));
+      ins.exec();
+      ins.reset();
+    }
+    t.commit();
+  }
+  SQLite::Database other(path_, SQLite::OPEN_READONLY);
+  SQLite::Statement update(db, "UPDATE t SET v = ?1 WHERE i <= ?2");
+  for (int k = 1; k <= 100; ++k) {
+    update.bind(1, value(k));
+    update.bind(2, k);
+    update.exec();
+    update.reset();
+    SQLite::Statement q(other, "SELECT count(*) FROM t WHERE v = ?");
+    q.bind(1, value(k));
+    int seen = -1;
+    try {
+      ASSERT_TRUE(q.executeStep());
+      seen = q.getColumn(0).getInt();
+    } catch (const SQLite::Exception& e) {
+      ADD_FAILURE() << "after updating " << k << " pages: " << e.what();
+    }
+    EXPECT_EQ(seen, k) << "rows another connection reads as updated by the commit of " << k
+                       << " pages";
+  }
+}
+
 TEST_F(WalBuffer, ATransactionsFramesReachTheFileInAFewLargeWrites) {
   auto db = open_buffered("FULL");
   db.exec("CREATE TABLE t (i INTEGER PRIMARY KEY, v TEXT NOT NULL)");
