@@ -175,7 +175,8 @@ std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis bu
   db->exec("PRAGMA synchronous = FULL");
   db->exec("PRAGMA foreign_keys = ON");
   db->exec("PRAGMA busy_timeout = " + std::to_string(busy.count()));
-  // The writer checkpoints between transactions (writer.cpp, bound_wal), never inside a commit.
+  // Checkpoints run beside the writer and between its transactions (store/checkpointer.h), never
+  // inside a commit.
   db->exec("PRAGMA wal_autocheckpoint = 0");
   // When the WAL starts over after a burst, it is cut back to this size.
   db->exec("PRAGMA journal_size_limit = 67108864");
@@ -191,6 +192,16 @@ std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis bu
     const auto page = db->execAndGet("PRAGMA page_size").getInt64();
     db->exec("PRAGMA max_page_count = " + std::to_string(std::max<std::int64_t>(1, max_size / page)));
   }
+  return db;
+}
+
+// The checkpointer's connection: read-write, because a checkpoint writes the database file, but
+// it never runs a statement that writes.
+std::unique_ptr<SQLite::Database> open_checkpointer(const std::string& path) {
+  auto db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_NOMUTEX);
+  db->exec("PRAGMA wal_autocheckpoint = 0");
+  // A read opens the log on this connection; a checkpoint before that would do nothing.
+  db->execAndGet("SELECT count(*) FROM sqlite_master");
   return db;
 }
 
@@ -299,7 +310,8 @@ sqlite_store::sqlite_store(const sqlite_options& opts, sys_time now) : opts_(opt
     recount(*db);
     wstmts_ = std::make_unique<statement_cache>(*db);
     reader_ = std::make_unique<read_thread>(open_reader(opts_.path, opts_.busy_timeout));
-    writer_ = std::make_unique<writer>(std::move(db), opts_.path, opts_.max_pending_writes);
+    writer_ = std::make_unique<writer>(std::move(db), open_checkpointer(opts_.path), opts_.path,
+                                       opts_.max_pending_writes);
     writer_->after_each([this] { wstmts_->release(); });
   } catch (const SQLite::Exception& e) {
     throw std::runtime_error("store " + opts_.path + ": " + e.what());
@@ -366,6 +378,8 @@ std::string sqlite_store::health_detail() const {
   return writer_ ? writer_->health_detail() : "read-only";
 }
 std::uint64_t sqlite_store::commits() const { return writer_ ? writer_->batches() : 0; }
+
+std::uint64_t sqlite_store::checkpoints() const { return writer_ ? writer_->checkpoints() : 0; }
 
 void sqlite_store::enqueue(new_job job, sys_time now, gate g,
                            std::function<void(enqueue_result)> done) {
@@ -874,12 +888,12 @@ void sqlite_store::reclaim_space(int max_pages, std::function<void(action_result
   if (!writer_) return done({action_result::status::failed, {}, "read-only store", 0});
   auto out = std::make_shared<action_result>();
   const bool taken = writer_->submit(
-      [max_pages, out](SQLite::Database& db) {
+      [w = writer_.get(), max_pages, out](SQLite::Database& db) {
         // Outside a transaction: each step commits on its own, and the checkpoint that follows
         // the last one is what shrinks the file (WAL mode truncates at checkpoint).
         db.exec("PRAGMA incremental_vacuum(" + std::to_string(max_pages) + ")");
         const auto left = db.execAndGet("PRAGMA freelist_count").getInt64();
-        if (left == 0) db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+        if (left == 0) w->checkpoint(SQLITE_CHECKPOINT_TRUNCATE);
         *out = {action_result::status::done, {}, {}, left};
       },
       [out, done](std::exception_ptr e) {
@@ -936,8 +950,9 @@ void sqlite_store::close() {
   if (!writer_) return;
   try {
     // Everything into the main file, so that copying resendd.db alone is a whole backup.
-    writer_->run_sync([](SQLite::Database& db) { db.exec("PRAGMA wal_checkpoint(TRUNCATE)"); },
-                      writer::kind::alone);
+    writer_->run_sync(
+        [w = writer_.get()](SQLite::Database&) { w->checkpoint(SQLITE_CHECKPOINT_TRUNCATE); },
+        writer::kind::alone);
   } catch (const std::exception& e) {
     spdlog::warn("store: final checkpoint failed: {}", e.what());
   }

@@ -2,10 +2,12 @@
 // The SQLite backend of queue_store: every SQL statement about jobs and attempts lives here (and
 // in migrations/).
 //
-// Threads: writes and checkpoints run on the writer thread (group commit, store/writer.h); reads
-// run on a reader thread with its own read-only connection (WAL lets it read beside the writer).
-// Neither ever runs on a caller's thread, so a network thread never waits on SQLite. Prepared
-// statements are cached per connection and used only on that connection's thread.
+// Threads: writes run on the writer thread (group commit, store/writer.h); checkpoints on the
+// checkpointer's thread beside it, or on the writer between its transactions, in turns
+// (store/checkpointer.h); reads run on a reader thread with its own read-only connection (WAL
+// lets it read beside the writer). None ever runs on a caller's thread, so a network thread never
+// waits on SQLite. Prepared statements are cached per connection and used only on that
+// connection's thread.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -72,6 +74,7 @@ class sqlite_store final : public queue_store {
   bool healthy() const override;
   std::string health_detail() const override;
   std::uint64_t commits() const override;
+  std::uint64_t checkpoints() const;  // finished, on any connection
 
  private:
   void count(const std::string& state, const std::string& route, std::int64_t delta) {

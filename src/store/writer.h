@@ -34,6 +34,8 @@ class Database;
 
 namespace resendd::store {
 
+class checkpointer;
+
 class writer {
  public:
   using work_fn = std::function<void(SQLite::Database&)>;
@@ -45,9 +47,11 @@ class writer {
     alone,      // essential, run outside any transaction (checkpoint, vacuum)
   };
 
-  // Takes ownership of an open read-write connection on `path` and starts the thread.
-  writer(std::unique_ptr<SQLite::Database> db, std::string path, std::size_t max_pending,
-         std::size_t max_batch = 512);
+  // Takes ownership of an open read-write connection on `path` and of a second one that only
+  // checkpoints (store/checkpointer.h; null: the writer checkpoints alone), and starts the
+  // threads.
+  writer(std::unique_ptr<SQLite::Database> db, std::unique_ptr<SQLite::Database> checkpoint_db,
+         std::string path, std::size_t max_pending, std::size_t max_batch = 512);
   ~writer();  // stops after finishing what was submitted
   writer(const writer&) = delete;
   writer& operator=(const writer&) = delete;
@@ -73,6 +77,10 @@ class writer {
   // writer thread itself; for start-up, shutdown and one-shot CLI paths only.
   void run_sync(work_fn work, kind k = kind::essential);
   void stop();
+  // Checkpoints the WAL on the writer's connection (`mode`: SQLITE_CHECKPOINT_*), in turn with the
+  // checkpointer. Only from work running on the writer thread outside a transaction (kind::alone).
+  void checkpoint(int mode);
+  std::uint64_t checkpoints() const;
   // Runs on the writer thread after every request's work, thrown or not (before the commit).
   // Set before the first submit.
   void after_each(std::function<void()> fn) { after_each_ = std::move(fn); }
@@ -99,6 +107,8 @@ class writer {
   std::unique_ptr<savepoint_statements> savepoint_;
   bool full_sync_ = true;  // the connection's synchronous setting
   std::atomic<int> wal_frames_{0};  // frames in the WAL after the last commit (the WAL hook)
+  std::unique_ptr<checkpointer> checkpointer_;
+  std::uint64_t began_ = 0;  // checkpointer_->epoch() before the current request began
   const std::string path_;
   dev_t dev_ = 0;
   ino_t ino_ = 0;
