@@ -37,7 +37,6 @@ int write_out(wal_file* w) {
   if (w->used == 0) return SQLITE_OK;
   const int rc = real(w).xWrite(w->real, w->data, static_cast<int>(w->used), w->start);
   w->used = 0;
-  w->commit_header = false;
   return rc;
 }
 
@@ -69,25 +68,21 @@ int w_write(sqlite3_file* f, const void* p, int amount, sqlite3_int64 offset) {
   auto* w = of(f);
   if (!w->gathers || amount <= 0) return real(w).xWrite(w->real, p, amount, offset);
   const auto n = static_cast<std::size_t>(amount);
-  // Read before a write_out below clears it: when the buffer is too full for the page after a
-  // commit frame's header, the header goes out alone and the page must still follow at once.
+  // The page after a commit frame's header ends the transaction's frames: they go out with it,
+  // before SQLite publishes the commit to other connections — also when the header went out
+  // alone before it (the buffer too full for the page, or a read in between).
   const bool commit_page = w->commit_header;
+  w->commit_header = is_commit_header(p, amount);
   if (w->used > 0 && (offset != w->start + static_cast<sqlite3_int64>(w->used) ||
                       w->used + n > wal_buffer_bytes)) {
     if (const int rc = write_out(w); rc != SQLITE_OK) return rc;
   }
   if (!w->data) w->data = static_cast<char*>(sqlite3_malloc64(wal_buffer_bytes));
-  if (!w->data || n > wal_buffer_bytes) {
-    w->commit_header = false;
-    return real(w).xWrite(w->real, p, amount, offset);
-  }
+  if (!w->data || n > wal_buffer_bytes) return real(w).xWrite(w->real, p, amount, offset);
   if (w->used == 0) w->start = offset;
   std::memcpy(w->data + w->used, p, n);
   w->used += n;
-  // The page after a commit frame's header ends the transaction's frames: they go out now,
-  // before SQLite publishes the commit to other connections.
   if (commit_page) return write_out(w);
-  w->commit_header = is_commit_header(p, amount);
   return SQLITE_OK;
 }
 
