@@ -47,21 +47,22 @@ void checkpointer::committed(std::uint64_t began, int frames) {
   if (kick) wake_.notify_all();
 }
 
-int checkpointer::checkpoint_on(sqlite3* writer, int mode, bool wait) {
-  {
-    std::unique_lock lock(mutex_);
-    if (running_ && !wait) return SQLITE_BUSY;
-    wake_.wait(lock, [&] { return !running_; });
-    running_ = true;
-  }
-  const int rc = sqlite3_wal_checkpoint_v2(writer, nullptr, mode, nullptr, nullptr);
-  {
-    std::lock_guard lock(mutex_);
-    running_ = false;
-    ++epoch_;
-  }
-  wake_.notify_all();
+int checkpointer::run(sqlite3* db, int mode, std::unique_lock<std::mutex>& lock) {
+  running_ = true;
+  lock.unlock();
+  const int rc = sqlite3_wal_checkpoint_v2(db, nullptr, mode, nullptr, nullptr);
+  lock.lock();
+  running_ = false;
+  ++epoch_;
+  wake_.notify_all();  // the writer may wait in checkpoint_on, the thread for its turn
   return rc;
+}
+
+int checkpointer::checkpoint_on(sqlite3* writer, int mode, bool wait) {
+  std::unique_lock lock(mutex_);
+  if (running_ && !wait) return SQLITE_BUSY;
+  wake_.wait(lock, [&] { return !running_; });
+  return run(writer, mode, lock);
 }
 
 void checkpointer::loop() {
@@ -71,17 +72,10 @@ void checkpointer::loop() {
                    [&] { return stopping_ || (may_start() && frames_ >= frames_trigger_); });
     if (stopping_) return;
     if (!may_start() || frames_ == 0) continue;  // nothing committed since the last checkpoint
-    running_ = true;
-    lock.unlock();
     // PASSIVE: copies what no reader still needs, takes no lock a commit waits for.
-    const int rc = sqlite3_wal_checkpoint_v2(db_->getHandle(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                             nullptr, nullptr);
+    const int rc = run(db_->getHandle(), SQLITE_CHECKPOINT_PASSIVE, lock);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)
       spdlog::warn("store: checkpoint failed: {}", sqlite3_errstr(rc));
-    lock.lock();
-    running_ = false;
-    ++epoch_;
-    wake_.notify_all();  // the writer may wait in checkpoint_on
   }
 }
 

@@ -56,6 +56,8 @@ class checkpointer {
  private:
   void loop();
   bool may_start() const;  // mutex_ held
+  // Checkpoints `db` with `lock` (on mutex_) let go meanwhile; counts it. !running_ on entry.
+  int run(sqlite3* db, int mode, std::unique_lock<std::mutex>& lock);
 
   std::unique_ptr<SQLite::Database> db_;
   const int frames_trigger_;
