@@ -188,6 +188,12 @@ std::unique_ptr<SQLite::Database> open_writer(const std::string& path, millis bu
   // batches (retry_dead). Temporary tables (an IN list, the rows of a RETURNING) follow the same
   // setting; no writer statement makes a large one.
   db->exec("PRAGMA temp_store = MEMORY");
+  // A succeeded job's row is written again with its credentials masked (queue/dispatcher.cpp);
+  // the bytes of the row it replaces must not stay in the page's free space. Debian's SQLite is
+  // built with this on, upstream's default is off: said here, not left to the build. It costs
+  // nothing measurable (delivery of the 200,000 preload, 3 alternating runs: 7.2-8.0k jobs/s
+  // with it on and off).
+  db->exec("PRAGMA secure_delete = ON");
   if (max_size > 0) {
     const auto page = db->execAndGet("PRAGMA page_size").getInt64();
     db->exec("PRAGMA max_page_count = " + std::to_string(std::max<std::int64_t>(1, max_size / page)));

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -10,8 +11,10 @@
 #include <boost/asio/write.hpp>
 #include <condition_variable>
 #include <filesystem>
-#include <sstream>
+#include <fstream>
+#include <iterator>
 #include <mutex>
+#include <sstream>
 
 #include "support/certs.h"
 #include "support/harness.h"
@@ -615,6 +618,59 @@ TEST(Resend, ASucceededJobKeepsNoCredentialsInClear) {
   EXPECT_NE(stored(ok).find("X-Trace"), std::string::npos) << stored(ok);
   // ... while a dead job keeps it, so that a retry can still send it.
   EXPECT_NE(stored(bad).find("t-secret-token-value-123456"), std::string::npos);
+}
+
+TEST(Resend, ASucceededJobsCredentialsAreNotLeftInTheDatabaseFile) {
+  SQLITE_ONLY("the bytes of the database file");
+  // Once a job succeeds its row is written again with the credentials masked. SQLite leaves the
+  // bytes of the row it replaced in the page's free space unless secure_delete is on (upstream's
+  // default is off). Here the old row is not at the edge of the free space, so its bytes stay
+  // where they were: job B's row was added after A's, and A's new row (with Feishu's answer) is
+  // longer than its old one, so it goes elsewhere in the page.
+  temp_dir dir;
+  fake_reply created;
+  created.body = R"({"code":0,"msg":"success","data":{"records":[{"record_id":"recA1b2C3d4",)"
+                 R"("fields":{"amount":128.5,"note":")" +
+                 std::string(300, 'n') + R"("}}]}})";
+  std::mutex m;
+  std::condition_variable cv;
+  bool b_queued = false;
+  fake_server dest([&](const received& r) {
+    if (r.target == "/hold") return fake_reply{503, "busy"};
+    std::unique_lock lock(m);
+    cv.wait_for(lock, std::chrono::seconds(10), [&] { return b_queued; });
+    return created;
+  });
+  daemon_process d(dir, local_config("retry_base = \"1m\"\nretry_cap = \"1m\""));
+  // A is larger than B, so that B's later rows, which SQLite puts at the end of the free space
+  // A's old row left, do not cover the start of it, where the credentials are.
+  const auto a = job_id(post_resend(d, resend_body(dest.url("/ok"), std::string(350, 'a'))));
+  auto body_b = resend_body(dest.url("/hold"));
+  body_b["headers"]["Authorization"] = "Bearer t-token-of-the-job-that-waits";
+  const auto b = job_id(post_resend(d, body_b));
+  ASSERT_FALSE(b.empty());
+  {
+    std::lock_guard lock(m);
+    b_queued = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(d.wait_log("job " + a + " attempt 1: succeeded")) << d.log();
+  ASSERT_TRUE(d.wait_log("job " + b + " attempt 1: ")) << d.log();
+  const auto sent = dest.requests();
+  const auto to_a =
+      std::find_if(sent.begin(), sent.end(), [](auto& r) { return r.target == "/ok"; });
+  ASSERT_NE(to_a, sent.end());
+  EXPECT_EQ(to_a->header("authorization"), "Bearer t-secret-token-value-123456");
+  // A clean stop copies the log into the file and empties it.
+  ASSERT_EQ(d.terminate(), 0) << d.log();
+  std::ifstream in(d.db_path(), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(bytes.find("t-secret-token-value-123456"), std::string::npos);
+  // B is queued again: it keeps its credentials, and they are found where they are.
+  EXPECT_NE(bytes.find("t-token-of-the-job-that-waits"), std::string::npos);
+  std::error_code ec;  // the log is gone or empty: nothing of the run is left outside the file
+  const auto wal_bytes = std::filesystem::file_size(d.db_path() + "-wal", ec);
+  EXPECT_TRUE(ec || wal_bytes == 0) << wal_bytes;
 }
 
 TEST(Cli, WithoutConfigTheCliReadsTheServicesConfig) {
