@@ -10,7 +10,7 @@ namespace resendd::store {
 checkpointer::checkpointer(std::unique_ptr<SQLite::Database> db, int frames,
                            std::chrono::milliseconds every)
     : db_(std::move(db)), frames_trigger_(frames), every_(every) {
-  if (db_) thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] { loop(); });
 }
 
 checkpointer::~checkpointer() { stop(); }

@@ -32,9 +32,9 @@ namespace resendd::store {
 
 class checkpointer {
  public:
-  // `db`: a read-write connection that never writes (null: no thread; only the writer's own
-  // checkpoints run). The thread checkpoints once the last commit left `frames` frames in the
-  // log, or `every` after its last checkpoint when a commit left any; always under the rule.
+  // `db`: a read-write connection that never writes. The thread checkpoints once the last commit
+  // left `frames` frames in the log, or `every` after its last checkpoint when a commit left any;
+  // always under the rule.
   checkpointer(std::unique_ptr<SQLite::Database> db, int frames, std::chrono::milliseconds every);
   ~checkpointer();
   checkpointer(const checkpointer&) = delete;

@@ -48,8 +48,7 @@ class writer {
   };
 
   // Takes ownership of an open read-write connection on `path` and of a second one that only
-  // checkpoints (store/checkpointer.h; null: the writer checkpoints alone), and starts the
-  // threads.
+  // checkpoints (store/checkpointer.h), and starts the threads.
   writer(std::unique_ptr<SQLite::Database> db, std::unique_ptr<SQLite::Database> checkpoint_db,
          std::string path, std::size_t max_pending, std::size_t max_batch = 512);
   ~writer();  // stops after finishing what was submitted
