@@ -5,12 +5,17 @@
 # min–max. Nothing leaves the machine.
 #   scripts/bench.sh [--runs 3] [--seconds 10] [--connections 64] [--preload 200000]
 #                    [--big 1000000] [--skip-big] [--skip-postgres] [--postgres-only]
+#                    [--body FILE]
+# --body FILE: the /resend body to measure instead of the built-in one; in it {port} becomes the
+# destination's port (the location must be http://127.0.0.1:{port}/...) and {k} a table number
+# (jobs spread over 1,000 keys). bench/two_bills.json is a write as a bot sends it.
 # Takes ~15 minutes with the defaults (most of it filling the 1M queue). The PostgreSQL rows run
 # 1, 2 and 3 daemons on one throwaway server (scripts/pg_cluster.sh) behind nginx round-robin.
 set -euo pipefail
+from=$PWD
 cd "$(dirname "$0")/.."
 root=$PWD
-runs=3 secs=10 conns=64 preload=200000 big=1000000 skip_big=0 pg=1 only_pg=0
+runs=3 secs=10 conns=64 preload=200000 big=1000000 skip_big=0 pg=1 only_pg=0 body_file=
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
@@ -21,9 +26,13 @@ while [ $# -gt 0 ]; do
     --skip-big) skip_big=1; shift ;;
     --skip-postgres) pg=0; shift ;;
     --postgres-only) only_pg=1; shift ;;
+    --body) body_file=$(cd "$from" && realpath -e -- "$2") || exit 2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+if [ -n "$body_file" ] && ! grep -q '"location":"http://127.0.0.1:{port}/' "$body_file"; then
+  echo "--body $body_file: the location must be http://127.0.0.1:{port}/..." >&2; exit 2
+fi
 
 scripts/deps.sh --test
 need=()
@@ -104,6 +113,7 @@ stall "$p_stall"
 
 # The request: a seed-like Bitable write of ~1 KB; {k} spreads jobs over 1,000 tables.
 body() { # $1 = port
+  if [ -n "$body_file" ]; then sed "s/{port}/$1/g" "$body_file"; return; fi
   local note; note=$(printf 'x%.0s' $(seq 1 600))
   printf '{"location":"http://127.0.0.1:%s/open-apis/bitable/v1/apps/bascnBENCH/tables/tbl{k}/records/batch_create","headers":{"Authorization":"Bearer t-bench-0123456789abcdef","Content-Type":"application/json; charset=utf-8"},"params":{"records":[{"fields":"{\\"金额\\": 128.5, \\"备注\\": \\"午饭 %s\\", \\"分类\\": \\"餐饮\\", \\"日期\\": 1764115200000, \\"账户\\": \\"招商银行信用卡\\"}"}]},"commands":{"json_parse":["$.params.records[*].fields"]}}' "$1" "$note"
 }
