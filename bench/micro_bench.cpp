@@ -1,10 +1,12 @@
 // Micro-benchmarks: intake validation, json_parse, classification, durable enqueues through
-// the store writer (group commit), and the claim on a large queue.
+// the store writer (group commit), claims and outcomes with no HTTP, and the claim on a large
+// queue.
 // Run: build/bench/resendd_bench --benchmark_repetitions=5
 // The claim benchmark builds its queue once (RESENDD_BENCH_JOBS jobs, default 1,000,000, over 10
 // routes and 100,000 keys) in $TMPDIR and reuses it across runs.
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -115,6 +117,109 @@ static void BM_DurableEnqueue(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_DurableEnqueue)->Arg(1)->Arg(16)->Arg(128)->UseRealTime();
+
+// The store alone under the benchmark table's intake: 64 enqueues at once (wrk's 64 connections)
+// of the table's ~1 KB job, keyed by one of 1,000 tables and with a client_token, as a `feishu`
+// route stores them. No HTTP and nothing else on the machine: the most intake can reach here.
+static void BM_DurableEnqueueTableJob(benchmark::State& state) {
+  const auto dir = std::filesystem::temp_directory_path() / ("resendd-bench-" + uuid_v4());
+  {
+    store::sqlite_options o;
+    o.path = (dir / "q.db").string();
+    o.max_queue_depth = 1LL << 40;
+    store::sqlite_store s(o, sys_time{});
+    const auto body = bench_body();
+    const int batch = int(state.range(0));
+    long k = 0;
+    for (auto _ : state) {
+      std::vector<std::promise<void>> done(static_cast<std::size_t>(batch));
+      for (int i = 0; i < batch; ++i, ++k) {
+        const std::string table = "tbl" + std::to_string(100000 + k % 1000);
+        store::new_job j{uuid_v7(sys_time{}), "feishu-bitable", "POST",
+                         "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnAPP/tables/" +
+                             table + "/records/batch_create",
+                         body, {}, uuid_v4(), "bascnAPP/" + table};
+        s.enqueue(std::move(j), sys_time{}, nullptr,
+                  [&done, i](store::enqueue_result) { done[std::size_t(i)].set_value(); });
+      }
+      for (auto& d : done) d.get_future().get();
+    }
+    state.SetItemsProcessed(state.iterations() * batch);
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_DurableEnqueueTableJob)->Arg(64)->UseRealTime();
+
+// The store alone under the benchmark table's delivery: from 64,000 queued table jobs (1,000
+// tables, one in flight per table), claims of up to 64 and then each claimed job's outcome as a
+// delivery to Feishu's success envelope records it (attempt, masked request), one after the
+// other as one dispatcher does. No HTTP: what delivery could reach if sending cost nothing.
+static void BM_ClaimAndFinish(benchmark::State& state) {
+  const auto dir = std::filesystem::temp_directory_path() / ("resendd-bench-" + uuid_v4());
+  {
+    store::sqlite_options o;
+    o.path = (dir / "q.db").string();
+    o.max_queue_depth = 1LL << 40;
+    o.max_pending_writes = 1 << 20;
+    const sys_time t0{millis{1'800'000'000'000}};
+    store::sqlite_store s(o, t0);
+    const auto body = bench_body();
+    constexpr int batch = 64, rounds = 1000;
+    {
+      std::vector<std::promise<void>> done(std::size_t(batch) * rounds);
+      for (std::size_t i = 0; i < done.size(); ++i) {
+        const std::string table = "tbl" + std::to_string(100000 + i % 1000);
+        store::new_job j{uuid_v7(t0), "feishu-bitable", "POST",
+                         "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnAPP/tables/" +
+                             table + "/records/batch_create",
+                         body, {}, uuid_v4(), "bascnAPP/" + table};
+        s.enqueue(std::move(j), t0, nullptr, [&done, i](store::enqueue_result) { done[i].set_value(); });
+      }
+      for (auto& d : done) d.get_future().get();
+    }
+    const std::string answer = R"({"code":0,"msg":"success","data":{"records":[]}})";
+    long finished = 0;
+    std::atomic<long> applied = 0;
+    sys_time now = t0 + std::chrono::seconds(1);
+    for (auto _ : state) {
+      if (finished + batch > long(batch) * rounds) {
+        state.SkipWithError("the preloaded queue ran out");
+        break;
+      }
+      store::claim_request req{now, millis{60'000}, batch, {{"feishu-bitable", batch, 1}}, 0};
+      std::promise<store::claim_result> claimed;
+      s.claim(std::move(req), [&claimed](store::claim_result r) { claimed.set_value(std::move(r)); });
+      const auto got = claimed.get_future().get();
+      std::vector<std::promise<void>> done(got.jobs.size());
+      for (std::size_t i = 0; i < got.jobs.size(); ++i) {
+        const auto& job = got.jobs[i];
+        store::job_finish f;
+        f.id = job.id;
+        f.route = job.route;
+        f.claim_no = job.claim_no;
+        f.attempt = {now, millis{3}, 200, 0, "succeeded", "", mask_response(answer, 4096)};
+        f.next_state = "succeeded";
+        f.next_attempt_at = now;
+        f.resource_key = job.resource_key;
+        f.scrubbed_request = scrub_request_secrets(job.request);
+        s.finish(std::move(f), now, [&done, &applied, i](store::finish_result r) {
+          if (r.applied && r.error.empty()) ++applied;
+          done[i].set_value();
+        });
+      }
+      for (auto& d : done) d.get_future().get();
+      finished += long(got.jobs.size());
+      if (!got.error.empty() || got.jobs.empty() || applied != finished) {
+        state.SkipWithError("a claim or an outcome did not commit");
+        break;
+      }
+      now += millis{10};
+    }
+    state.SetItemsProcessed(finished);
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_ClaimAndFinish)->UseRealTime()->Iterations(500);
 
 namespace {
 using test::wait_for;

@@ -303,6 +303,19 @@ claim=$(TMPDIR=$root/build-release/bench-cache "$root/build-release/bench/resend
   awk '/ClaimLargeQueue.*_median/ { printf "%.2f ms wall, %.2f ms CPU", $2 / 1000, $4 / 1000 }')
 [ -n "$claim" ] || tail -5 "$work/claim.err" >&2
 
+# 6b. The store alone, no HTTP and nothing else running: 64 durable enqueues at once of the
+#     built-in job keyed by 1,000 tables (what intake could reach if the network thread cost
+#     nothing), and claims of 64 followed by their outcomes (the same for delivery).
+per_second() { # $1 = benchmark filter, $2 = sample name
+  while read -r v; do add "$2" "$v"; done < <("$root/build-release/bench/resendd_bench" \
+    --benchmark_filter="$1" --benchmark_min_time=3 --benchmark_repetitions="$runs" 2>"$work/$2.err" |
+    awk '/\/real_time / { for (i = 1; i <= NF; ++i) if ($i ~ /^items_per_second=/) {
+      v = substr($i, 18); if (v ~ /k\/s$/) v = v * 1000; printf "%.0f\n", v } }')
+  [ -n "${samples[$2]:-}" ] || tail -5 "$work/$2.err" >&2
+}
+per_second DurableEnqueueTableJob store_in
+per_second ClaimAndFinish store_out
+
 fi
 
 # 7. PostgreSQL: 1, 2 and 3 daemons on one queue, behind nginx round-robin (keep-alive). Intake
@@ -396,6 +409,7 @@ cat <<EOF
 | at $big queued: start to ready, ms | $(summary big_ready) |
 | at $big queued: bytes on disk per job (request $req_bytes bytes) | $(summary big_disk) |
 | claim at 1M queued, 10 routes, 100k keys (median) | ${claim:-—} |
+| the store alone (no HTTP, built-in job): 64 enqueues at once, jobs/s / claims of 64 and their outcomes, jobs/s | $(summary store_in) / $(summary store_out) |
 | PostgreSQL, 1 daemon: intake req/s (p99 ms) / delivery jobs/s | $(summary pg_in_1) ($(med pg_p99_1)) / $(summary pg_out_1) |
 | PostgreSQL, 2 daemons behind nginx: intake / delivery | $(summary pg_in_2) ($(med pg_p99_2)) / $(summary pg_out_2) |
 | PostgreSQL, 3 daemons behind nginx: intake / delivery | $(summary pg_in_3) ($(med pg_p99_3)) / $(summary pg_out_3) |
