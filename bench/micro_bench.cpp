@@ -93,60 +93,59 @@ static void BM_ClassifyFeishu(benchmark::State& state) {
 }
 BENCHMARK(BM_ClassifyFeishu);
 
-// Durable enqueues: `range(0)` producers submit at once; each iteration waits for all commits.
-static void BM_DurableEnqueue(benchmark::State& state) {
+namespace {
+// The benchmark table's job as a `feishu` route stores it: the write to table k of 1,000, keyed
+// by its table, with a client_token.
+store::new_job table_job(std::size_t k, sys_time now, const std::string& body) {
+  const std::string table = "tbl" + std::to_string(100000 + k % 1000);
+  return {uuid_v7(now),
+          "feishu-bitable",
+          "POST",
+          "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnAPP/tables/" + table +
+              "/records/batch_create",
+          body,
+          {},
+          uuid_v4(),
+          "bascnAPP/" + table};
+}
+
+// `range(0)` producers submit durable enqueues at once; each iteration waits for all commits.
+template <class MakeJob>
+void durable_enqueues(benchmark::State& state, MakeJob make_job) {
   const auto dir = std::filesystem::temp_directory_path() / ("resendd-bench-" + uuid_v4());
   {
     store::sqlite_options o;
     o.path = (dir / "q.db").string();
     o.max_queue_depth = 1LL << 40;
     store::sqlite_store s(o, sys_time{});
-    const auto body = seed_body();
-    const int batch = int(state.range(0));
+    const auto batch = std::size_t(state.range(0));
+    std::size_t k = 0;
     for (auto _ : state) {
-      std::vector<std::promise<void>> done(static_cast<std::size_t>(batch));
-      for (int i = 0; i < batch; ++i) {
-        store::new_job j{uuid_v7(sys_time{}), "feishu-bitable", "POST", location, body, {}, {}, {}};
-        s.enqueue(std::move(j), sys_time{}, nullptr,
-                  [&done, i](store::enqueue_result) { done[std::size_t(i)].set_value(); });
-      }
+      std::vector<std::promise<void>> done(batch);
+      for (std::size_t i = 0; i < batch; ++i)
+        s.enqueue(make_job(k++), sys_time{}, nullptr,
+                  [&done, i](store::enqueue_result) { done[i].set_value(); });
       for (auto& d : done) d.get_future().get();
     }
-    state.SetItemsProcessed(state.iterations() * batch);
+    state.SetItemsProcessed(state.iterations() * std::int64_t(batch));
   }
   std::filesystem::remove_all(dir);
+}
+}  // namespace
+
+static void BM_DurableEnqueue(benchmark::State& state) {
+  const auto body = seed_body();
+  durable_enqueues(state, [&body](std::size_t) {
+    return store::new_job{uuid_v7(sys_time{}), "feishu-bitable", "POST", location, body, {}, {}, {}};
+  });
 }
 BENCHMARK(BM_DurableEnqueue)->Arg(1)->Arg(16)->Arg(128)->UseRealTime();
 
 // The store alone under the benchmark table's intake: 64 enqueues at once (wrk's 64 connections)
-// of the table's ~1 KB job, keyed by one of 1,000 tables and with a client_token, as a `feishu`
-// route stores them. No HTTP and nothing else on the machine: the most intake can reach here.
+// of the table's job. No HTTP and nothing else on the machine: the most intake can reach here.
 static void BM_DurableEnqueueTableJob(benchmark::State& state) {
-  const auto dir = std::filesystem::temp_directory_path() / ("resendd-bench-" + uuid_v4());
-  {
-    store::sqlite_options o;
-    o.path = (dir / "q.db").string();
-    o.max_queue_depth = 1LL << 40;
-    store::sqlite_store s(o, sys_time{});
-    const auto body = bench_body();
-    const int batch = int(state.range(0));
-    long k = 0;
-    for (auto _ : state) {
-      std::vector<std::promise<void>> done(static_cast<std::size_t>(batch));
-      for (int i = 0; i < batch; ++i, ++k) {
-        const std::string table = "tbl" + std::to_string(100000 + k % 1000);
-        store::new_job j{uuid_v7(sys_time{}), "feishu-bitable", "POST",
-                         "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnAPP/tables/" +
-                             table + "/records/batch_create",
-                         body, {}, uuid_v4(), "bascnAPP/" + table};
-        s.enqueue(std::move(j), sys_time{}, nullptr,
-                  [&done, i](store::enqueue_result) { done[std::size_t(i)].set_value(); });
-      }
-      for (auto& d : done) d.get_future().get();
-    }
-    state.SetItemsProcessed(state.iterations() * batch);
-  }
-  std::filesystem::remove_all(dir);
+  const auto body = bench_body();
+  durable_enqueues(state, [&body](std::size_t k) { return table_job(k, sys_time{}, body); });
 }
 BENCHMARK(BM_DurableEnqueueTableJob)->Arg(64)->UseRealTime();
 
@@ -167,14 +166,9 @@ static void BM_ClaimAndFinish(benchmark::State& state) {
     constexpr int batch = 64, rounds = 1000;
     {
       std::vector<std::promise<void>> done(std::size_t(batch) * rounds);
-      for (std::size_t i = 0; i < done.size(); ++i) {
-        const std::string table = "tbl" + std::to_string(100000 + i % 1000);
-        store::new_job j{uuid_v7(t0), "feishu-bitable", "POST",
-                         "https://open.feishu.cn/open-apis/bitable/v1/apps/bascnAPP/tables/" +
-                             table + "/records/batch_create",
-                         body, {}, uuid_v4(), "bascnAPP/" + table};
-        s.enqueue(std::move(j), t0, nullptr, [&done, i](store::enqueue_result) { done[i].set_value(); });
-      }
+      for (std::size_t i = 0; i < done.size(); ++i)
+        s.enqueue(table_job(i, t0, body), t0, nullptr,
+                  [&done, i](store::enqueue_result) { done[i].set_value(); });
       for (auto& d : done) d.get_future().get();
     }
     const std::string answer = R"({"code":0,"msg":"success","data":{"records":[]}})";
