@@ -94,6 +94,21 @@ static void BM_ClassifyFeishu(benchmark::State& state) {
 BENCHMARK(BM_ClassifyFeishu);
 
 namespace {
+const sys_time bench_now{millis{1'800'000'000'000}};
+
+// Enqueues the jobs make(first) .. make(first + count - 1), each a {job, when it is due}, all at
+// once, and waits until every one has committed.
+template <class Make>
+void enqueue_and_wait(store::sqlite_store& s, std::size_t first, std::size_t count, Make make) {
+  std::vector<std::promise<void>> done(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    auto [job, due] = make(first + i);
+    s.enqueue(std::move(job), due, nullptr,
+              [&done, i](store::enqueue_result) { done[i].set_value(); });
+  }
+  for (auto& d : done) d.get_future().get();
+}
+
 // The benchmark table's job as a `feishu` route stores it: the write to table k of 1,000, keyed
 // by its table, with a client_token.
 store::new_job table_job(std::size_t k, sys_time now, const std::string& body) {
@@ -121,11 +136,10 @@ void durable_enqueues(benchmark::State& state, MakeJob make_job) {
     const auto batch = std::size_t(state.range(0));
     std::size_t k = 0;
     for (auto _ : state) {
-      std::vector<std::promise<void>> done(batch);
-      for (std::size_t i = 0; i < batch; ++i)
-        s.enqueue(make_job(k++), sys_time{}, nullptr,
-                  [&done, i](store::enqueue_result) { done[i].set_value(); });
-      for (auto& d : done) d.get_future().get();
+      enqueue_and_wait(s, k, batch, [&make_job](std::size_t i) {
+        return std::pair{make_job(i), sys_time{}};
+      });
+      k += batch;
     }
     state.SetItemsProcessed(state.iterations() * std::int64_t(batch));
   }
@@ -160,21 +174,15 @@ static void BM_ClaimAndFinish(benchmark::State& state) {
     o.path = (dir / "q.db").string();
     o.max_queue_depth = 1LL << 40;
     o.max_pending_writes = 1 << 20;
-    const sys_time t0{millis{1'800'000'000'000}};
-    store::sqlite_store s(o, t0);
+    store::sqlite_store s(o, bench_now);
     const auto body = bench_body();
     constexpr int batch = 64, rounds = 1000;
-    {
-      std::vector<std::promise<void>> done(std::size_t(batch) * rounds);
-      for (std::size_t i = 0; i < done.size(); ++i)
-        s.enqueue(table_job(i, t0, body), t0, nullptr,
-                  [&done, i](store::enqueue_result) { done[i].set_value(); });
-      for (auto& d : done) d.get_future().get();
-    }
+    enqueue_and_wait(s, 0, std::size_t(batch) * rounds,
+                     [&](std::size_t i) { return std::pair{table_job(i, bench_now, body), bench_now}; });
     const std::string answer = R"({"code":0,"msg":"success","data":{"records":[]}})";
     long finished = 0;
     std::atomic<long> applied = 0;
-    sys_time now = t0 + std::chrono::seconds(1);
+    sys_time now = bench_now + std::chrono::seconds(1);
     for (auto _ : state) {
       if (finished + batch > long(batch) * rounds) {
         state.SkipWithError("the preloaded queue ran out");
@@ -218,8 +226,6 @@ BENCHMARK(BM_ClaimAndFinish)->UseRealTime()->Iterations(500);
 namespace {
 using test::wait_for;
 
-const sys_time bench_now{millis{1'800'000'000'000}};
-
 // 1% of the jobs are due now, the rest wait (a backlog in backoff): the claim must not pay for
 // them, nor for the 100,000 keys that have nothing due.
 std::string claim_db() {
@@ -238,25 +244,24 @@ std::string claim_db() {
     store::sqlite_store s(o, bench_now);
     const auto body = seed_body();
     constexpr long chunk = 20'000;
-    for (long base = 0; base < jobs; base += chunk) {
-      std::vector<std::promise<void>> done(std::size_t(std::min(chunk, jobs - base)));
-      for (long i = base; i < base + long(done.size()); ++i) {
-        const bool due = i % 100 == 0;
-        const bool keyed = i % 10 != 0;
-        store::new_job j{uuid_v7(bench_now),
-                         "r" + std::to_string(i % 10),
-                         "POST",
-                         location,
-                         body,
-                         {},
-                         {},
-                         keyed ? std::optional<std::string>("key" + std::to_string(i % 100'000))
-                               : std::nullopt};
-        s.enqueue(std::move(j), due ? bench_now : bench_now + std::chrono::hours(1), nullptr,
-                  [&done, i, base](store::enqueue_result) { done[std::size_t(i - base)].set_value(); });
-      }
-      for (auto& d : done) d.get_future().get();
-    }
+    for (long base = 0; base < jobs; base += chunk)
+      enqueue_and_wait(s, std::size_t(base), std::size_t(std::min(chunk, jobs - base)),
+                       [&body](std::size_t i) {
+                         const bool due = i % 100 == 0;
+                         const bool keyed = i % 10 != 0;
+                         store::new_job j{uuid_v7(bench_now),
+                                          "r" + std::to_string(i % 10),
+                                          "POST",
+                                          location,
+                                          body,
+                                          {},
+                                          {},
+                                          keyed ? std::optional<std::string>(
+                                                      "key" + std::to_string(i % 100'000))
+                                                : std::nullopt};
+                         return std::pair{std::move(j),
+                                          due ? bench_now : bench_now + std::chrono::hours(1)};
+                       });
     s.close();
   }
   std::filesystem::rename(tmp, path);
