@@ -149,8 +149,16 @@ normalized_location normalize_location(std::string_view location) {
       return fail("location's host must be plain: no percent-encoding or control characters");
   const std::string_view path = u->encoded_path();
   if (!path.empty() && path.front() != '/') return fail("location must be an absolute http(s) URL");
-  std::string host(u->encoded_host_and_port());
+  std::string host(u->encoded_host());
   for (auto& ch : host) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  // A port that is the scheme's own (or empty) names the same origin as none (RFC 3986 §6.2.3):
+  // "https://open.feishu.cn:443/…" is sent, and matched, as "https://open.feishu.cn/…".
+  if (u->has_port() && !u->port().empty()) {
+    const std::uint16_t default_port = scheme == "https" ? 443 : 80;
+    const auto number = u->port_number();  // 0 when the text is no 16-bit number
+    if (number != default_port)
+      host += ":" + (number != 0 ? std::to_string(number) : std::string(u->port()));
+  }
   n.url = scheme + "://" + host + remove_dot_segments(normalize_percent(path));
   if (u->has_query()) n.url += "?" + normalize_percent(u->encoded_query());
   return n;

@@ -173,6 +173,14 @@ TEST(Intake, RoutesDecideOnTheUrlThatIsSentAndOnTheMethod) {
                   "records/batch_create?user_id_type=%6fpen_id"}});
   ASSERT_EQ(code_of(r), "ok");
   EXPECT_EQ(std::get<store::new_job>(r).location, bitable + "?user_id_type=open_id");
+  // https's own port names the same origin as none; another port is another origin.
+  r = prep({{"location", "https://open.feishu.cn:443/open-apis/bitable/v1/apps/APP/tables/TBL/"
+                         "records/batch_create"}});
+  ASSERT_EQ(code_of(r), "ok");
+  EXPECT_EQ(std::get<store::new_job>(r).location, bitable);
+  EXPECT_EQ(code_of(prep({{"location", "https://open.feishu.cn:8443/open-apis/bitable/v1/apps/APP/"
+                                       "tables/TBL/records/batch_create"}})),
+            "403 no_route");
 }
 
 // Intake reads bodies with Boost.JSON, delivery with nlohmann::json: what intake accepts must be

@@ -79,6 +79,16 @@ TEST(Routes, LocationsAreNormalizedToWhatTheClientSends) {
   EXPECT_EQ(norm("https://h"), "https://h/");
   EXPECT_EQ(norm("https://h/a%2Fb"), "https://h/a%2Fb");  // an encoded slash stays encoded
   EXPECT_EQ(norm("https://h//a"), "https://h//a");
+  // The scheme's own port, or an empty one, is dropped; any other is kept, without leading zeros.
+  EXPECT_EQ(norm("https://Open.Feishu.CN:443/x"), "https://open.feishu.cn/x");
+  EXPECT_EQ(norm("http://h:80/x"), "http://h/x");
+  EXPECT_EQ(norm("https://h:/x"), "https://h/x");
+  EXPECT_EQ(norm("https://h:0443/x"), "https://h/x");
+  EXPECT_EQ(norm("https://h:80/x"), "https://h:80/x");
+  EXPECT_EQ(norm("http://h:443/x"), "http://h:443/x");
+  EXPECT_EQ(norm("http://127.0.0.1:08080/x"), "http://127.0.0.1:8080/x");
+  EXPECT_EQ(norm("https://[::1]:443/x"), "https://[::1]/x");
+  EXPECT_EQ(norm("https://[::1]:8443/x"), "https://[::1]:8443/x");
   // Hosts that would name another host than the text shows, and user info, are refused.
   EXPECT_NE(norm("http://evil.com%00.example.com/").find("error: location's host"),
             std::string::npos);
