@@ -81,7 +81,8 @@ std::string store_url(const temp_dir& dir);
     if (::resendd::test::on_postgres()) GTEST_SKIP() << "SQLite only: " << why; \
   } while (0)
 
-// SQL for the milliseconds from time column `earlier` to `later`, in the backend's dialect.
+// SQL for the milliseconds from time column `earlier` to `later`, in the backend's dialect;
+// exact for the stored timestamps (whole milliseconds).
 std::string sql_ms_between(const std::string& later, const std::string& earlier);
 
 // Read-only queries on the daemon's database (a SQLite path or a postgresql:// URL).
