@@ -12,6 +12,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <map>
@@ -54,6 +55,20 @@ std::optional<std::string> framing_problem(const Fields& h) {
   while (!te.empty() && (te.back() == ' ' || te.back() == '\t')) te.remove_suffix(1);
   if (!beast::iequals(te, "chunked")) return "Transfer-Encoding other than chunked";
   return std::nullopt;
+}
+
+// RFC 9112 §3.2.2: a server accepts a target in absolute form ("POST http://host/resend"), as a
+// client behind a proxy sends it, and reads the path and query from it (the Host field is
+// ignored then; no handler reads it). Any other target is passed on as it came.
+std::string origin_form(std::string_view target) {
+  if (target.empty() || target.front() == '/') return std::string(target);
+  auto u = boost::urls::parse_absolute_uri(target);
+  if (!u || !u->has_authority() ||
+      !(beast::iequals(u->scheme(), "http") || beast::iequals(u->scheme(), "https")))
+    return std::string(target);
+  std::string out = u->encoded_path().empty() ? "/" : std::string(u->encoded_path());
+  if (u->has_query()) out += "?" + std::string(u->encoded_query());
+  return out;
 }
 }  // namespace
 
@@ -294,7 +309,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       auto req = parser.release();
       incoming_request in;
       in.method = std::string(req.method_string());
-      in.target = std::string(req.target());
+      in.target = origin_form(req.target());
       for (const auto& f : req) {
         std::string name(f.name_string());
         for (auto& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));

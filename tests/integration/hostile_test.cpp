@@ -150,6 +150,32 @@ TEST(Hostile, AmbiguousTransferEncodingIs400AndClosed) {
   EXPECT_EQ(dest.count(), 0u);
 }
 
+// RFC 9112 §3.2.2: a target in absolute form, as sent through a proxy, is served as its path.
+TEST(Hostile, AnAbsoluteFormTargetIsServedAsItsPathAndQuery) {
+  temp_dir dir;
+  fake_server dest;
+  daemon_process d(dir, local_config());
+  const auto body = resend_body(dest.url("/x")).dump();
+  const auto answer = raw_exchange(
+      d.port(), "POST HTTP://127.0.0.1:" + std::to_string(d.port()) +
+                    "/resend HTTP/1.1\r\nHost: elsewhere\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  EXPECT_EQ(answer.rfind("HTTP/1.1 202", 0), 0u) << answer;
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "1");
+  // The query comes along; a bad one is refused as it would be in origin form.
+  const auto listing = raw_exchange(
+      d.port(), "GET http://x/jobs?limit=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_NE(listing.find("bad_query"), std::string::npos) << listing;
+  const auto health =
+      raw_exchange(d.port(), "GET http://x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(health.rfind("HTTP/1.1 404", 0), 0u) << health;  // the path "/" serves nothing
+  // A scheme that is not HTTP names no resource here.
+  const auto other = raw_exchange(
+      d.port(), "GET ftp://x/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(other.rfind("HTTP/1.1 404", 0), 0u) << other;
+  EXPECT_TRUE(d.running());
+}
+
 TEST(Hostile, ConnectionsClosedWhileIdleCostNoAttempt) {
   temp_dir dir;
   std::atomic<int> n{0};
