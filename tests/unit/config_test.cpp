@@ -16,6 +16,16 @@ TEST(Config, DefaultsNeedNoFile) {
   EXPECT_EQ(c.delivery.defaults.retry_base, millis{2000});
 }
 
+// The example file documents the defaults: every key it shows says what leaving it out means.
+// (A key shown with another value than the built-in one is a default a user who copies the
+// example silently does not get, or the other way round.)
+TEST(Config, TheExampleFileMeansWhatNoFileMeans) {
+  const auto example =
+      load_config(std::filesystem::path(RESENDD_SOURCE_DIR) / "config/resendd.toml", {});
+  const auto none = load_config(std::nullopt, {});
+  EXPECT_EQ(render_config(example), render_config(none));
+}
+
 TEST(Config, ReadsEverySection) {
   const auto c = load_config_text(R"(
 [server]
