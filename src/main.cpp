@@ -6,7 +6,9 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/url/encode.hpp>
 #include <boost/url/parse.hpp>
+#include <boost/url/rfc/unreserved_chars.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -27,6 +29,7 @@
 
 using namespace resendd;
 namespace asio = boost::asio;
+namespace urls = boost::urls;
 
 namespace {
 
@@ -135,10 +138,12 @@ int change_jobs(const std::string& which, const cli_state& s, const config& cfg)
       return std::cerr << "a resendd (pid " << holder.pid << ") holds " << cfg.store.path
                        << " but is not listening yet; try again\n",
              1;
-    std::string target = which == "purge" ? "/jobs/purge?older_than=" + s.older_than +
+    std::string target = which == "purge" ? "/jobs/purge?older_than=" +
+                                                urls::encode(s.older_than, urls::unreserved_chars) +
                                                 "&state=" + s.purge_states
                          : s.all_dead     ? "/jobs/retry?state=dead"
-                                          : "/jobs/" + s.id + "/" + which;
+                                          : "/jobs/" + urls::encode(s.id, urls::unreserved_chars) +
+                                                "/" + which;
     if (which == "retry" && s.force && !s.all_dead) target += "?force=true";
     auto r = run_once<attempt_result>([&](asio::io_context& io) -> asio::awaitable<attempt_result> {
       http_client client(io.get_executor(), client_options{});
@@ -248,7 +253,8 @@ int main(int argc, char** argv) {
   auto* jobs = cli.add_subcommand("jobs", "look into and act on the queue");
   jobs->require_subcommand(1);
   auto* jl = jobs->add_subcommand("list", "list jobs, newest first");
-  jl->add_option("--state", s.state, "queued|delivering|succeeded|dead|cancelled");
+  jl->add_option("--state", s.state, "queued|delivering|succeeded|dead|cancelled")
+      ->check(CLI::IsMember({"queued", "delivering", "succeeded", "dead", "cancelled"}));
   jl->add_option("--limit", s.limit, "how many")->check(CLI::Range(1, 100000));
   auto* js = jobs->add_subcommand("show", "one job with its attempts");
   js->add_option("id", s.id)->required();
@@ -262,7 +268,16 @@ int main(int argc, char** argv) {
   auto* jp = jobs->add_subcommand("purge", "delete finished jobs, 1,000 a transaction");
   jp->add_option("--older-than", s.older_than, "duration, e.g. 7d")->required();
   jp->add_option("--state", s.purge_states,
-                 "comma-separated: succeeded, cancelled (the default), dead");
+                 "comma-separated: succeeded, cancelled (the default), dead")
+      ->check(CLI::Validator(
+          [](std::string& list) -> std::string {
+            std::stringstream in(list + ",");  // "dead," has an empty second item
+            for (std::string one; std::getline(in, one, ',');)
+              if (one != "succeeded" && one != "cancelled" && one != "dead")
+                return "lists succeeded, cancelled or dead, separated by commas";
+            return {};
+          },
+          "STATES"));
   auto* token = cli.add_subcommand("token", "Coze JWT tools");
   token->require_subcommand(1);
   auto* tm = token->add_subcommand("mint", "print a signed JWT");

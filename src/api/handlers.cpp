@@ -39,14 +39,19 @@ outgoing_response json_ok(int status, const json& body) {
 
 std::string path_of(const std::string& target) { return target.substr(0, target.find('?')); }
 
-// The query parameters of a request target (decoded); nullopt when it does not parse.
+// The query parameters of a request target (decoded); nullopt when it does not parse or names
+// a parameter twice (`state=queued&state=dead` asks for two things; neither wins silently).
 std::optional<std::map<std::string, std::string>> query_of(const std::string& target) {
   auto parsed = boost::urls::parse_origin_form(target);
   if (!parsed) return std::nullopt;
   std::map<std::string, std::string> out;
-  for (const auto& p : parsed->params()) out[std::string(p.key)] = std::string(p.value);
+  for (const auto& p : parsed->params())
+    if (!out.emplace(std::string(p.key), std::string(p.value)).second) return std::nullopt;
   return out;
 }
+
+constexpr std::string_view bad_query_message =
+    "malformed query string, or a parameter given twice";
 
 outgoing_response unavailable(std::string_view code, const std::string& message, int retry_after) {
   auto r = json_error(503, code, message);
@@ -226,6 +231,8 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
   auto& job = std::get<store::new_job>(prepared);
   const std::string route = job.route;
   const std::string id = job.id;
+  if (req.target.find('?') != std::string::npos && !query_of(req.target))
+    co_return json_error(400, "bad_query", bad_query_message);
   const auto wait = preferred_wait(req, s_.clk.now());
   if (!wait)
     co_return json_error(400, "bad_query", "wait must be a whole number of seconds, 0 to 10");
@@ -305,7 +312,7 @@ asio::awaitable<outgoing_response> api::job(const std::string& id) {
 
 asio::awaitable<outgoing_response> api::list(const std::string& target) {
   const auto q = query_of(target);
-  if (!q) co_return json_error(400, "bad_query", "malformed query string");
+  if (!q) co_return json_error(400, "bad_query", bad_query_message);
   std::string state;
   int limit = 50;
   for (const auto& [key, value] : *q) {
@@ -338,7 +345,7 @@ asio::awaitable<outgoing_response> api::job_action(const std::string& id,
                                                    const std::string& action,
                                                    const std::string& target) {
   const auto q = query_of(target);
-  if (!q) co_return json_error(400, "bad_query", "malformed query string");
+  if (!q) co_return json_error(400, "bad_query", bad_query_message);
   if (action == "retry") {
     auto r = co_await s_.queue.retry(id, is_true(*q, "force"));
     if (r.what == action_result::status::done)
@@ -356,7 +363,7 @@ asio::awaitable<outgoing_response> api::job_action(const std::string& id,
 asio::awaitable<outgoing_response> api::bulk_action(const std::string& action,
                                                     const std::string& target) {
   const auto q = query_of(target);
-  if (!q) co_return json_error(400, "bad_query", "malformed query string");
+  if (!q) co_return json_error(400, "bad_query", bad_query_message);
   if (action == "retry") {
     if (!q->count("state") || q->at("state") != "dead")
       co_return json_error(400, "bad_query", "POST /jobs/retry takes state=dead");

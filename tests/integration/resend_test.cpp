@@ -300,6 +300,19 @@ TEST(Cli, JobsCommandsAndHealthcheck) {
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("\"state\": \"dead\""), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("t-secret-token-value-123456"), std::string::npos);
+  // An id is one path segment of the daemon's API, whatever it holds: this one, pasted into the
+  // path as it is, would ask the daemon for a forced retry of the job instead of a cancel.
+  r = run_resendd(dir, {"jobs", "cancel", id + "/retry?force=true&x="});
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("no job"), std::string::npos) << r.output;
+  EXPECT_EQ(sql_value(d.db_path(), "select state from jobs where id = '" + id + "'"), "dead");
+  // States that do not exist are refused, not read as "no such jobs".
+  r = run_resendd(dir, {"jobs", "list", "--state", "bogus"});
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("bogus"), std::string::npos) << r.output;
+  r = run_resendd(dir, {"jobs", "purge", "--older-than", "0s", "--state", "dead,"});
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_EQ(http_call(d.port(), "GET", "/jobs?state=dead&state=queued").status, 400);
   r = run_resendd(dir, {"jobs", "retry", "--state", "dead"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("1 job(s) queued"), std::string::npos) << r.output;
@@ -316,6 +329,10 @@ TEST(Cli, JobsCommandsAndHealthcheck) {
   EXPECT_EQ(sql_value(d.db_path(), "select count(*) from attempts"), "0");  // cascaded
   d.terminate();
   EXPECT_NE(run_resendd(dir, {"healthcheck", "--url", url}).status, 0);
+  // Without a daemon the CLI acts on the file itself, and refuses the same states.
+  r = run_resendd(dir, {"jobs", "purge", "--older-than", "0s", "--state", "bogus"});
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.find("purged"), std::string::npos) << r.output;
 }
 
 TEST(Cli, RefusesToListenPubliclyWithoutTokens) {
@@ -538,6 +555,11 @@ TEST(Resend, PreferWaitAnswersWithTheDestinationsAnswerWhenItIsQuick) {
   EXPECT_EQ(a.status, 202) << a.body;
   a = http_call(d.port(), "POST", "/resend?wait=11", resend_body(dest.url("/x")).dump());
   EXPECT_EQ(a.status, 400) << a.body;
+  // Two waits are not a choice the daemon makes for the bot; nothing is queued.
+  const auto jobs = sql_value(d.db_path(), "select count(*) from jobs");
+  a = http_call(d.port(), "POST", "/resend?wait=0&wait=2", resend_body(dest.url("/x")).dump());
+  EXPECT_EQ(a.status, 400) << a.body;
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), jobs);
 }
 
 TEST(Resend, PreferWaitAgainstASlowDestinationIsA202AndTheJobStillSucceeds) {
