@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <re2/re2.h>
 
+#include <algorithm>
 #include <boost/url/parse.hpp>
 #include <cctype>
 #include <cstdlib>
@@ -305,12 +306,16 @@ void read_document(const toml::value& root, config& c, problems& errs) {
   }
 }
 
+// Items separated by commas or line ends (a credential file may hold one token a line); blanks
+// around them are dropped, and so are empty items.
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');) {
-    const auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+  for (std::size_t pos = 0; pos < s.size();) {
+    const auto end = std::min(s.find_first_of(",\n", pos), s.size());
+    const auto item = s.substr(pos, end - pos);
+    const auto b = item.find_first_not_of(" \t\r"), e = item.find_last_not_of(" \t\r");
     if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+    pos = end + 1;
   }
   return out;
 }
@@ -399,6 +404,20 @@ void validate(const config& c, problems& errs) {
         !c.server.allow_unauthenticated_public)
       errs.push_back("server.listen: refusing to listen on " + host +
                      " without server.api_tokens (or allow_unauthenticated_public = true)");
+  }
+  // A token no client can send would lock every client out (and an empty one would let a
+  // public listener start with no usable token). The token itself is never quoted.
+  for (std::size_t i = 0; i < c.server.api_tokens.size(); ++i) {
+    const auto& t = c.server.api_tokens[i];
+    const auto key = "server.api_tokens[" + std::to_string(i) + "]: ";
+    if (t.empty())
+      errs.push_back(key + "empty; remove it");
+    else if (std::any_of(t.begin(), t.end(), [](char ch) {
+               return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f;
+             }))
+      errs.push_back(key + "holds a control character, which a Bearer header cannot carry");
+    else if (t.front() == ' ' || t.back() == ' ')
+      errs.push_back(key + "begins or ends with a space, which a Bearer header drops");
   }
   const auto& d = c.delivery.defaults;
   if (d.retry_base > d.retry_cap) errs.push_back("delivery.retry_base: must not exceed retry_cap");

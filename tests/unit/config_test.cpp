@@ -1,4 +1,5 @@
 #include "config/config.h"
+#include "support/temp_dir.h"
 #include "util/log.h"
 
 #include <gtest/gtest.h>
@@ -105,6 +106,30 @@ TEST(Config, EnvironmentOverridesAndSecretsAreMasked) {
   EXPECT_EQ(text.find("tok-one-aaaaaaaaaaaaaaaa"), std::string::npos);
   // The rendering is itself a valid config.
   EXPECT_NO_THROW(load_config_text(text, {}));
+}
+
+TEST(Config, ApiTokensAreTokensAClientCanSend) {
+  // An empty token would let a public listener start with no token anyone can use; one with a
+  // control character or a space at either end can never match a Bearer header. They stop
+  // start-up, and the message never quotes the token.
+  for (const char* bad : {R"([""])", R"(["ok-token", ""])", R"([" words"])", R"(["words "])",
+                          "[\"tab\\twords\"]", "[\"words\\n\"]"}) {
+    try {
+      load_config_text(std::string("[server]\nlisten = \"0.0.0.0:9000\"\napi_tokens = ") + bad +
+                           "\n",
+                       {});
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const config_error& e) {
+      EXPECT_NE(std::string(e.what()).find("server.api_tokens["), std::string::npos) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("words"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(load_config_text("[server]\napi_tokens = [\"two words\"]\n", {}));
+  // A credential file may hold one token a line (CRLF too), or a comma-separated list.
+  test::temp_dir dir;
+  dir.write("api_tokens", "tok-one\r\ntok-two\n\n, tok-three \n");
+  const auto c = load_config_text("", {{"CREDENTIALS_DIRECTORY", dir.path().string()}});
+  EXPECT_EQ(c.server.api_tokens, (std::vector<std::string>{"tok-one", "tok-two", "tok-three"}));
 }
 
 TEST(Config, CredentialsRoutesNeedTheirSecrets) {
