@@ -27,6 +27,9 @@ std::optional<rsa_private_key> rsa_private_key::from_pem(std::string_view pem, s
   rsa_private_key k;
   k.key_.reset(raw, EVP_PKEY_free);
   if (EVP_PKEY_base_id(raw) != EVP_PKEY_RSA) return fail("the private key is not an RSA key");
+  // RFC 7518 §3.3: RS256 keys are 2048 bits or larger (the Coze console makes 2048-bit keys).
+  if (EVP_PKEY_get_bits(raw) < 2048)
+    return fail("the RSA key has fewer than 2048 bits, too few for RS256 (RFC 7518 section 3.3)");
   return k;
 }
 

@@ -66,14 +66,17 @@ struct token_service::flight {
   std::vector<std::function<void(token_grant)>> waiters;
 };
 
-token_service::token_service(const config& cfg, http_client& client, const clock& clk)
-    : cfg_(cfg), client_(client), clk_(clk) {
-  if (!cfg.coze.private_key_pem.empty()) {
-    std::string err;
-    key_ = rsa_private_key::from_pem(cfg.coze.private_key_pem, &err);
-    if (!key_) throw std::runtime_error("coze private key: " + err);
-  }
+std::optional<rsa_private_key> coze_signing_key(const config& cfg) {
+  if (cfg.coze.private_key_pem.empty()) return std::nullopt;
+  std::string err;
+  auto key = rsa_private_key::from_pem(cfg.coze.private_key_pem, &err);
+  if (!key)
+    throw config_error({"coze.private_key_file (or JWT_PRIVATE_KEY, JWT_PRIVATE_KEY_FILE): " + err});
+  return key;
 }
+
+token_service::token_service(const config& cfg, http_client& client, const clock& clk)
+    : cfg_(cfg), client_(client), clk_(clk), key_(coze_signing_key(cfg)) {}
 
 token_service::~token_service() = default;
 

@@ -96,6 +96,10 @@ class token_service final : public credential_source {
 std::optional<std::string> coze_jwt(const config& cfg, const rsa_private_key& key,
                                     const std::string& kid, sys_time now);
 
+// The configured Coze signing key; nullopt when none is configured. A key that cannot sign
+// RS256 throws config_error, so that check-config refuses what serve would refuse.
+std::optional<rsa_private_key> coze_signing_key(const config& cfg);
+
 // Seconds asked for when /token names none: the seed asked 86400; Coze documents 86399 at most.
 inline constexpr int coze_default_token_seconds = 86399;
 

@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
+#include <cstdlib>
 #include <thread>
 
 #include "http/client.h"
@@ -121,6 +122,26 @@ TEST(Token, NotConfiguredAnswers503) {
   temp_dir dir;
   daemon_process d(dir, "[server]\nlisten = \"127.0.0.1:0\"\n");
   EXPECT_EQ(http_call(d.port(), "POST", "/token", token_request().dump()).status, 503);
+}
+
+TEST(Token, AKeyRs256MayNotUseStopsServeAndCheckConfigAlike) {
+  // RS256 needs an RSA key of 2048 bits or more (RFC 7518 §3.3). Found by hand: a 1024-bit key
+  // stopped serve (exit 1) while check-config called the same file valid.
+  temp_dir dir;
+  ASSERT_EQ(std::system(("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out " +
+                         dir.file("short.key") + " 2>/dev/null")
+                            .c_str()),
+            0);
+  dir.write("c.toml", "[server]\nlisten = \"127.0.0.1:0\"\n[coze]\napp_id = \"" + app_id +
+                          "\"\npublic_key_id = \"" + kid + "\"\nprivate_key_file = \"" +
+                          dir.file("short.key") + "\"\n");
+  for (const char* command : {"check-config", "serve"}) {
+    const auto r = run_resendd(dir, {command, "--config", dir.file("c.toml")});
+    EXPECT_EQ(r.status, 2) << command << ": " << r.output;
+    EXPECT_NE(r.output.find("coze.private_key_file"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("2048"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("PRIVATE KEY"), std::string::npos) << r.output;  // never the key
+  }
 }
 
 namespace {

@@ -2,7 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
 #include <cstdlib>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "support/certs.h"
@@ -70,4 +75,19 @@ TEST(Jwt, BadKeysAreRefusedWithoutEchoingThem) {
   EXPECT_FALSE(rsa_private_key::from_pem(
       "-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n-----END PRIVATE KEY-----\n", &err));
   EXPECT_EQ(err.find("SECRETSTUFF"), std::string::npos);
+  // Readable keys that RS256 may not use: not RSA, or RSA under 2048 bits (RFC 7518 §3.3).
+  const auto pem_of = [](EVP_PKEY* key) {
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), BIO_free);
+    PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(bio.get(), &data);
+    std::string pem(data, std::size_t(n));
+    EVP_PKEY_free(key);
+    return pem;
+  };
+  EXPECT_FALSE(rsa_private_key::from_pem(pem_of(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519")), &err));
+  EXPECT_NE(err.find("not an RSA key"), std::string::npos) << err;
+  EXPECT_FALSE(rsa_private_key::from_pem(pem_of(EVP_RSA_gen(1024)), &err));
+  EXPECT_NE(err.find("2048"), std::string::npos) << err;
+  EXPECT_TRUE(rsa_private_key::from_pem(pem_of(EVP_RSA_gen(2048)), &err)) << err;
 }
