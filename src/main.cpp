@@ -303,7 +303,7 @@ int main(int argc, char** argv) {
   try {
     if (*check) {
       auto cfg = load(s);
-      coze_signing_key(cfg);  // a key serve could not use is a configuration error here too
+      check_key_material(cfg);  // keys and certificates serve could not use are errors here too
       std::cout << render_config(cfg);
       return 0;
     }

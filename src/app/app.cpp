@@ -9,6 +9,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <functional>
@@ -140,7 +141,33 @@ bool split_listen(const std::string& listen, std::string& host, std::uint16_t& p
   return !ec;
 }
 
+void check_key_material(const config& cfg) {
+  std::vector<std::string> problems;
+  try {
+    coze_signing_key(cfg);
+  } catch (const config_error& e) {
+    problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+  }
+  if (!cfg.server.tls_cert.empty()) {
+    try {
+      load_tls_context(cfg.server.tls_cert, cfg.server.tls_key);
+    } catch (const std::exception& e) {
+      problems.push_back("server.tls_cert/tls_key: " + std::string(e.what()));
+    }
+  }
+  if (!cfg.delivery.ca_file.empty()) {
+    try {
+      asio::ssl::context ctx(asio::ssl::context::tls_client);
+      ctx.load_verify_file(cfg.delivery.ca_file);
+    } catch (const std::exception& e) {
+      problems.push_back("delivery.ca_file: " + std::string(e.what()));
+    }
+  }
+  if (!problems.empty()) throw config_error(std::move(problems));
+}
+
 int run_daemon(const config& initial, const clock& clk, std::function<config()> reread) {
+  check_key_material(initial);
   // The running configuration: every part reads it from here, and a reload (SIGHUP) changes
   // what may change while serving, on the io thread (config.h apply_reloadable).
   config live = initial;

@@ -10,6 +10,11 @@
 
 namespace resendd {
 
+// Reads what the configuration names beside its text, as serve will: the Coze signing key, the
+// listener's certificate and key, the extra CA bundle. Throws config_error naming the keys, so
+// that check-config refuses what serve would, and serve stops before it touches the store.
+void check_key_material(const config& cfg);
+
 // Runs the daemon; returns the process exit code. Throws only for start-up failures.
 // `reread` reads the configuration again for SIGHUP (it runs off the network thread and throws
 // config_error); without it SIGHUP is refused with a log line.

@@ -2,6 +2,8 @@
 // the certificate must name the host.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "support/certs.h"
 #include "support/harness.h"
 
@@ -58,4 +60,35 @@ TEST(Tls, UnknownCaIsRefused) {
   const auto id = job_id(post_resend(d, resend_body(dest.url("/secure"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: dead")) << d.log();
   EXPECT_EQ(dest.count(), 0u);
+}
+
+TEST(Tls, UnusableCertificatesStopServeAndCheckConfigAlikeBeforeTheStoreIsOpened) {
+  // Found by hand: a CA bundle or listener certificate that OpenSSL cannot read passed
+  // check-config, and serve failed with exit 1 only after it had opened the store.
+  temp_dir dir;
+  const auto cert = make_cert(dir, "localhost");
+  const auto other = make_cert(dir, "other.example");
+  dir.write("junk.pem", "not a certificate\n");
+  struct bad_case {
+    std::string server, delivery, expected;
+  };
+  const std::vector<bad_case> cases = {
+      {"", "ca_file = \"" + dir.file("junk.pem") + "\"\n", "delivery.ca_file"},
+      {"tls_cert = \"" + dir.file("junk.pem") + "\"\ntls_key = \"" + cert.key_file + "\"\n", "",
+       "server.tls_cert/tls_key"},
+      // A key that belongs to another certificate.
+      {"tls_cert = \"" + cert.cert_file + "\"\ntls_key = \"" + other.key_file + "\"\n", "",
+       "mismatch"},
+  };
+  for (const auto& c : cases) {
+    const auto text = "[server]\nlisten = \"127.0.0.1:0\"\n" + c.server + "[delivery]\n" +
+                      c.delivery + "[store]\npath = \"" + dir.file("c.db") + "\"\n";
+    dir.write("c.toml", text);
+    for (const char* command : {"check-config", "serve"}) {
+      const auto r = run_resendd(dir, {command, "--config", dir.file("c.toml")});
+      EXPECT_EQ(r.status, 2) << command << ": " << r.output;
+      EXPECT_NE(r.output.find(c.expected), std::string::npos) << command << ": " << r.output;
+    }
+    EXPECT_FALSE(std::filesystem::exists(dir.file("c.db"))) << text;
+  }
 }
