@@ -374,6 +374,16 @@ void apply_environment(config& c, const environment& env, problems& errs) {
 }
 
 // 127.0.0.0/8, ::1 and "localhost": the addresses only this machine reaches.
+// An IP literal ("[v6]" too, as listen writes it) or "localhost": what serve can bind.
+bool is_ip_or_localhost(std::string host) {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  in_addr v4{};
+  in6_addr v6{};
+  return host == "localhost" || ::inet_pton(AF_INET, host.c_str(), &v4) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), &v6) == 1;
+}
+
 bool is_loopback_host(std::string host) {
   if (host.size() > 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
@@ -400,8 +410,11 @@ void validate(const config& c, problems& errs) {
       errs.push_back("server.listen: bad port \"" + port + "\"");
     // What serve would refuse, check-config refuses too.
     const auto host = c.server.listen.substr(0, colon);
-    if (!is_loopback_host(host) && c.server.api_tokens.empty() &&
-        !c.server.allow_unauthenticated_public)
+    if (!is_ip_or_localhost(host))
+      errs.push_back("server.listen: \"" + host +
+                     "\" is not an IP address or localhost (a listener's name is not resolved)");
+    else if (!is_loopback_host(host) && c.server.api_tokens.empty() &&
+             !c.server.allow_unauthenticated_public)
       errs.push_back("server.listen: refusing to listen on " + host +
                      " without server.api_tokens (or allow_unauthenticated_public = true)");
   }

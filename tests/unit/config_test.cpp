@@ -216,6 +216,26 @@ TEST(Config, APublicListenWithoutTokensIsRefusedWhenRead) {
       "[server]\nlisten = \"0.0.0.0:9000\"\nallow_unauthenticated_public = true\n", {}));
 }
 
+TEST(Config, AListenerThatServeCannotBindIsRefusedWhenRead) {
+  // Found by hand: a host name passed check-config and serve then stopped with exit 1; an
+  // address with five parts was called public instead of malformed.
+  for (const char* listen : {"myhost.example:9000", "1.2.3.4.5:9000", "[not-v6]:9000"}) {
+    try {
+      load_config_text(std::string("[server]\nlisten = \"") + listen +
+                           "\"\napi_tokens = [\"t\"]\n",
+                       {});
+      ADD_FAILURE() << listen << " was accepted";
+    } catch (const config_error& e) {
+      EXPECT_NE(std::string(e.what()).find("is not an IP address or localhost"), std::string::npos)
+          << e.what();
+    }
+  }
+  for (const char* listen : {"localhost:0", "[::1]:0", "127.0.0.1:0", "[::]:0", "0.0.0.0:0"})
+    EXPECT_NO_THROW(load_config_text(
+        std::string("[server]\nlisten = \"") + listen + "\"\napi_tokens = [\"t\"]\n", {}))
+        << listen;
+}
+
 // Found by fuzz_config: toml11 3.7.1 reads past its buffer reporting invalid UTF-8 inside a
 // literal string (ASan: heap-buffer-overflow). The text is checked first.
 TEST(Config, TextThatIsNotUtf8IsRefusedBeforeTheTomlParserSeesIt) {
