@@ -194,7 +194,10 @@ int cmd_jobs(const std::string& which, const cli_state& s) {
   });
   if (!r.error.empty()) return std::cerr << r.error << "\n", 1;
   if (!r.value) return std::cerr << "no job " << s.id << "\n", 1;
-  if (which == "show") mask_job_secrets(*r.value);
+  if (which == "show")
+    mask_job_secrets(*r.value, alerts_route_name);
+  else
+    for (auto& job : *r.value) mask_job_secrets(job, alerts_route_name);
   return print_json(*r.value);
 }
 

@@ -306,7 +306,7 @@ asio::awaitable<outgoing_response> api::job(const std::string& id) {
   auto r = co_await s_.queue.job(id);
   if (!r.error.empty()) co_return unavailable("store_failed", r.error, 1);
   if (!r.value) co_return json_error(404, "not_found", "no job with that id");
-  mask_job_secrets(*r.value);
+  mask_job_secrets(*r.value, alerts_route_name);
   co_return json_ok(200, *r.value);
 }
 
@@ -338,6 +338,7 @@ asio::awaitable<outgoing_response> api::list(const std::string& target) {
                          "state must be queued, delivering, succeeded, dead or cancelled");
   auto r = co_await s_.queue.list(state, limit);
   if (!r.value) co_return unavailable("store_failed", r.error, 1);
+  for (auto& job : *r.value) mask_job_secrets(job, alerts_route_name);
   co_return json_ok(200, {{"jobs", *r.value}});
 }
 

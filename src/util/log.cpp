@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <boost/url/parse.hpp>
+#include <boost/url/pct_string_view.hpp>
 #include <boost/url/url.hpp>
 #include <cctype>
 #include <cstdlib>
@@ -112,16 +113,26 @@ bool is_secret_header(std::string_view name) {
 
 namespace resendd {
 namespace {
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+// A member or parameter name whose value is a credential. Feishu's client_token is an
+// idempotency key that operators reconcile by, not a credential.
+bool names_credential(std::string_view name) {
+  const auto key = lowercase(name);
+  return key != "client_token" &&
+         (key.find("token") != std::string::npos || key.find("secret") != std::string::npos ||
+          key.find("password") != std::string::npos || key == "authorization");
+}
+
 void mask_values(nlohmann::json& j) {
   if (j.is_object()) {
     for (auto& [k, v] : j.items()) {
-      std::string key = k;
-      std::transform(key.begin(), key.end(), key.begin(),
-                     [](unsigned char c) { return std::tolower(c); });
-      const bool secret =
-          key != "client_token" &&
-          (key.find("token") != std::string::npos || key.find("secret") != std::string::npos ||
-           key.find("password") != std::string::npos || key == "authorization");
+      const bool secret = names_credential(k);
       if (secret && v.is_string())
         v = mask_secret(v.get<std::string>());
       else
@@ -175,9 +186,60 @@ std::string mask_response(std::string_view text, std::size_t max_bytes) {
   return out;
 }
 
-void mask_job_secrets(nlohmann::json& job) {
-  if (!job.is_object() || !job.contains("request") || !job["request"].is_object()) return;
+std::string mask_location(std::string_view url) {
+  const auto query = url.find('?');
+  std::string_view path = url.substr(0, query);
+  std::string out;
+  out.reserve(url.size());
+  // The path: the segment after a "hook" segment is a custom bot's token
+  // (open.feishu.cn/open-apis/bot/v2/hook/{token}).
+  for (std::size_t pos = 0;;) {
+    const auto slash = path.find('/', pos);
+    const auto segment = path.substr(pos, slash == std::string_view::npos ? path.npos : slash - pos);
+    const bool after_hook = pos >= 6 && path.substr(pos - 6, 6) == "/hook/";
+    out += after_hook && !segment.empty() ? mask_secret(segment) : std::string(segment);
+    if (slash == std::string_view::npos) break;
+    out += '/';
+    pos = slash + 1;
+  }
+  if (query == std::string_view::npos) return out;
+  // The query: values of parameters whose (decoded) names are credentials, and the usual
+  // API-key names of webhooks (?key= of WeCom bots, ?sign= of signed ones).
+  const auto end = std::min(url.find('#', query), url.size());
+  for (std::size_t pos = query + 1; pos <= end;) {
+    out += url[pos - 1];  // '?' or '&'
+    const auto amp = std::min(url.find('&', pos), end);
+    const auto param = url.substr(pos, amp - pos);
+    const auto eq = param.find('=');
+    const auto name = param.substr(0, eq);
+    std::string decoded;
+    if (auto d = boost::urls::make_pct_string_view(name)) decoded = d->decode();
+    const auto lower = lowercase(decoded.empty() ? name : std::string_view(decoded));
+    const bool secret = names_credential(lower) || lower == "key" || lower == "apikey" ||
+                        lower == "api_key" || lower == "sign" || lower == "signature";
+    if (secret && eq != std::string_view::npos)
+      out.append(name).append("=").append(mask_secret(param.substr(eq + 1)));
+    else
+      out.append(param);
+    pos = amp + 1;
+  }
+  out.append(url.substr(end));
+  return out;
+}
+
+void mask_job_secrets(nlohmann::json& job, std::string_view path_secret_route) {
+  if (!job.is_object()) return;
+  const bool whole_path = !path_secret_route.empty() && job.contains("route") &&
+                          job["route"].is_string() && job["route"] == path_secret_route;
+  const auto mask = [whole_path](nlohmann::json& location) {
+    if (!location.is_string()) return;
+    const auto text = location.get<std::string>();
+    location = whole_path ? mask_url_path(text) : mask_location(text);
+  };
+  if (job.contains("location")) mask(job["location"]);
+  if (!job.contains("request") || !job["request"].is_object()) return;
   auto& req = job["request"];
+  if (req.contains("location")) mask(req["location"]);
   if (!req.contains("headers") || !req["headers"].is_object()) return;
   for (auto& [name, value] : req["headers"].items())
     if (value.is_string() && is_secret_header(name)) value = mask_secret(value.get<std::string>());

@@ -19,6 +19,10 @@ bool set_log_level(std::string_view level);
 std::string mask_secret(std::string_view secret);
 // A PostgreSQL connection URL (or key=value string) with its password replaced by "***".
 std::string mask_pg_url(const std::string& url);
+// A destination URL as shown to operators: the values of query parameters named like
+// credentials (access_token, secret, password, key, sign; not client_token) and the path
+// segment after "/hook/" (a custom bot's token) masked as mask_secret does; the rest kept.
+std::string mask_location(std::string_view url);
 // A URL whose path and query may hold a secret (a custom bot's hook token): scheme and host kept,
 // the rest masked ("https://open.feishu.cn/…(41 chars)"); "" stays "".
 std::string mask_url_path(const std::string& url);
@@ -37,8 +41,11 @@ std::string mask_response(std::string_view text, std::size_t max_bytes);
 
 #include <nlohmann/json_fwd.hpp>
 namespace resendd {
-// A stored job as shown to operators: credential headers of its request masked in place.
-void mask_job_secrets(nlohmann::json& job);
+// A stored job as shown to operators, masked in place: the credential headers of its request,
+// and in its location (and the request's) the values of credential query parameters and a
+// custom bot's hook token (mask_location). A job on `path_secret_route` (the alerts route, whose
+// webhook URL is a secret as a whole) shows only its location's scheme and host.
+void mask_job_secrets(nlohmann::json& job, std::string_view path_secret_route = {});
 // A stored request (the /resend body) with its credential headers' values masked, for a job
 // that no longer needs them (it succeeded); nullopt when there is nothing to mask. Every other
 // byte is kept (the value is replaced in the text: no document is built); a text the span

@@ -122,6 +122,22 @@ TEST(Alerts, ADeathIsAlertedOnceAndABurstOfFiftyIsOneMessageWithACount) {
   EXPECT_EQ(hook.count(), 3u);
   // A bot cannot queue to the webhook itself.
   EXPECT_EQ(post_resend(d, resend_body(hook.url("/hook"))).status, 403);
+  // The webhook's URL is a secret as a whole: operators see only its host, in the API's list and
+  // job views and in the CLI's.
+  const auto listed = json::parse(http_call(d.port(), "GET", "/jobs?state=succeeded").body);
+  int alert_jobs = 0;
+  for (const auto& job : listed["jobs"]) {
+    if (job["route"] != "resendd-alerts") continue;
+    ++alert_jobs;
+    EXPECT_EQ(job["location"], hook.url("") + "/…(5 chars)") << job;
+    const auto id = job["id"].get<std::string>();
+    const auto shown = http_call(d.port(), "GET", "/jobs/" + id).body;
+    EXPECT_EQ(shown.find("/hook"), std::string::npos) << shown;
+    const auto cli = run_resendd(dir, {"jobs", "show", id});
+    EXPECT_EQ(cli.status, 0) << cli.output;
+    EXPECT_EQ(cli.output.find("/hook"), std::string::npos) << cli.output;
+  }
+  EXPECT_EQ(alert_jobs, 3);
 }
 
 TEST(Alerts, AFeishuBotMessageIsSignedAndAnAlertThatDiesIsNotAlerted) {

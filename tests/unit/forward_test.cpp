@@ -310,3 +310,35 @@ TEST(MaskResponse, CutsLongTextOnACharacterAndKeepsBytesAsBase64) {
   const auto kept = mask_response(bytes, 4096);
   EXPECT_EQ(kept.rfind(std::string(binary_marker), 0), 0u) << kept;
 }
+
+TEST(MaskLocation, CredentialsInAQueryOrAHookPathAreMaskedAndTheRestKept) {
+  const std::string secret = "SECRETabcdefghijklmnop";  // 22 characters
+  // Parameters named like credentials, in any case and percent-encoded, and webhook key names.
+  for (const std::string name : {"access_token", "Access_Token", "app%5Fsecret", "password", "key",
+                                 "sign"}) {
+    const auto url = "https://example.com/send?a=1&" + name + "=" + secret + "&b=2#frag";
+    const auto masked = mask_location(url);
+    EXPECT_EQ(masked.find("SECRET"), std::string::npos) << masked;
+    EXPECT_EQ(masked, "https://example.com/send?a=1&" + name + "=SECR…(22 chars)&b=2#frag");
+  }
+  // Feishu's client_token is how operators reconcile a write: it stays, as does everything else.
+  const std::string bitable =
+      "https://open.feishu.cn/open-apis/bitable/v1/apps/A/tables/T/records/batch_create"
+      "?client_token=fe599b60-450f-46ff-b2ef-9f6675625b97&user_id_type=open_id";
+  EXPECT_EQ(mask_location(bitable), bitable);
+  EXPECT_EQ(mask_location("not a url"), "not a url");
+  EXPECT_EQ(mask_location("https://h/x?flag&token"), "https://h/x?flag&token");
+  // A custom bot's token is the path segment after /hook/.
+  EXPECT_EQ(mask_location("https://open.feishu.cn/open-apis/bot/v2/hook/" + secret),
+            "https://open.feishu.cn/open-apis/bot/v2/hook/SECR…(22 chars)");
+
+  // In a job as the admin API shows it: both locations; the alerts route shows only the host.
+  auto job = json{{"route", "r"},
+                  {"location", "https://h/x?token=" + secret},
+                  {"request", {{"location", "https://h/x?token=" + secret}}}};
+  mask_job_secrets(job, "alerts");
+  EXPECT_EQ(job.dump().find("SECRET"), std::string::npos) << job.dump();
+  job = json{{"route", "alerts"}, {"location", "https://hooks.example/" + secret}};
+  mask_job_secrets(job, "alerts");
+  EXPECT_EQ(job["location"], "https://hooks.example/…(23 chars)");
+}
