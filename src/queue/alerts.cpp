@@ -16,6 +16,7 @@
 #include "queue/queue_service.h"
 #include "queue/routes.h"
 #include "util/errors.h"
+#include "util/log.h"
 #include "util/metrics.h"
 #include "util/random.h"
 #include "util/utf8.h"
@@ -73,7 +74,8 @@ std::string describe_target(std::string_view location) {
   if (!u) return cut(location, 200);
   const auto path = u->encoded_path();
   if (auto t = bitable_table_of(path)) return "Bitable table " + t->table + " of base " + t->app;
-  return cut(std::string(u->encoded_host_and_port()) + std::string(path), 200);
+  // A bot's /hook/ token in the path is a credential: the group chat never sees it.
+  return cut(mask_location(std::string(u->encoded_host_and_port()) + std::string(path)), 200);
 }
 
 std::string alert_text(std::string_view host, std::string_view route,
@@ -106,7 +108,7 @@ std::string alert_body(std::string_view format, std::string_view host, std::stri
   json jobs = json::array();
   for (const auto& d : listed)
     jobs.push_back({{"id", d.id},
-                    {"location", d.location},
+                    {"location", mask_location(d.location)},  // as the admin API shows it
                     {"reason", d.reason},
                     {"attempts", d.attempts},
                     {"bill", describe_bill(d.request)}});

@@ -71,7 +71,10 @@ TEST(Alerts, TheMessageSaysWhichBillWhichTableWhyAndHowToRetry) {
 }
 
 TEST(Alerts, TargetsAndBillsAreDescribedBriefly) {
-  EXPECT_EQ(describe_target("https://example.com:8443/hook/x?token=1"), "example.com:8443/hook/x");
+  EXPECT_EQ(describe_target("https://example.com:8443/path/x?token=1"), "example.com:8443/path/x");
+  // A custom bot's token is never posted to the group.
+  EXPECT_EQ(describe_target("https://example.com/bot/v2/hook/abcdefghijklmnopqrst"),
+            "example.com/bot/v2/hook/abcd…(20 chars)");
   EXPECT_EQ(describe_bill(R"({"location":"https://x/","params":{"a":1}})"), R"({"a":1})");
   EXPECT_EQ(describe_bill(R"({"location":"https://x/"})"), "");
   // A long bill is cut on a character boundary.
@@ -95,6 +98,11 @@ TEST(Alerts, BodiesForFeishuBotsAndGenericHooks) {
   EXPECT_EQ(g["jobs"][0]["id"], "J1");
   EXPECT_EQ(g["jobs"][0]["attempts"], 1);
   EXPECT_EQ(g["jobs"][0]["location"], bitable);
+  // A generic hook gets the location as the admin API shows it: no credential in clear.
+  auto leaky = bill_job("J2");
+  leaky.location = "https://example.com/send?access_token=abcdefghijklmnopqrst&x=1";
+  const auto h = json::parse(alert_body("generic", "vm1", "r", {leaky}, 1));
+  EXPECT_EQ(h["jobs"][0]["location"], "https://example.com/send?access_token=abcd…(20 chars)&x=1");
   EXPECT_NE(g["text"].get<std::string>().find("retry: resendd jobs retry J1"), std::string::npos);
 }
 
