@@ -53,6 +53,14 @@ std::optional<std::map<std::string, std::string>> query_of(const std::string& ta
 constexpr std::string_view bad_query_message =
     "malformed query string, or a parameter given twice";
 
+// 405 with the Allow header RFC 9110 §15.5.6 requires; a resource that answers GET answers HEAD.
+outgoing_response method_not_allowed(const std::string& allow) {
+  const std::string methods = allow.starts_with("GET") ? "GET, HEAD" + allow.substr(3) : allow;
+  auto r = json_error(405, "method_not_allowed", "use " + methods);
+  r.headers.emplace_back("Allow", methods);
+  return r;
+}
+
 outgoing_response unavailable(std::string_view code, const std::string& message, int retry_after) {
   auto r = json_error(503, code, message);
   r.headers.emplace_back("Retry-After", std::to_string(retry_after));
@@ -168,17 +176,18 @@ asio::awaitable<outgoing_response> api::handle(incoming_request req) {
 
 asio::awaitable<outgoing_response> api::route(incoming_request req) {
   const std::string path = path_of(req.target);
-  const auto& m = req.method;
-  if (path == "/healthz" && m == "GET") co_return json_ok(200, {{"status", "ok"}});
-  if (path == "/readyz" && m == "GET") co_return co_await readyz();
-  if (path == "/metrics" && m == "GET") co_return co_await render_metrics();
-  if (path == "/openapi.json" && m == "GET") {
+  const auto& m = req.method;  // HEAD arrives as GET (the server sends no body back)
+  if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/openapi.json") {
+    if (m != "GET") co_return method_not_allowed("GET");
+    if (path == "/healthz") co_return json_ok(200, {{"status", "ok"}});
+    if (path == "/readyz") co_return co_await readyz();
+    if (path == "/metrics") co_return co_await render_metrics();
     outgoing_response r;
     r.body = openapi_document(s_.cfg);
     co_return r;
   }
   if (path == "/token") {
-    if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
+    if (m != "POST") co_return method_not_allowed("POST");
     // Anyone who knows the app id (it is the JWT's iss) could mint tokens: beyond loopback the
     // caller needs an api_tokens Bearer too, unless token_public says otherwise (the seed's way).
     if (s_.public_listener && !s_.cfg.server.token_public && !authorized(req))
@@ -191,7 +200,7 @@ asio::awaitable<outgoing_response> api::route(incoming_request req) {
   if (path != "/resend" && !is_jobs) co_return json_error(404, "not_found", "no such endpoint");
   if (!authorized(req)) co_return unauthorized(m + " " + path);
   if (path == "/resend") {
-    if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
+    if (m != "POST") co_return method_not_allowed("POST");
     co_return co_await resend(req);
   }
   co_return co_await jobs(req, path);
@@ -286,7 +295,7 @@ asio::awaitable<outgoing_response> api::jobs(const incoming_request& req,
                                              const std::string& path) {
   const auto& m = req.method;
   if (path == "/jobs") {
-    if (m != "GET") co_return json_error(405, "method_not_allowed", "use GET");
+    if (m != "GET") co_return method_not_allowed("GET");
     co_return co_await list(req.target);
   }
   // /jobs/{id}, /jobs/{id}/{action}, /jobs/retry, /jobs/purge
@@ -295,10 +304,10 @@ asio::awaitable<outgoing_response> api::jobs(const incoming_request& req,
   const std::string id = rest.substr(0, slash);
   if (slash == std::string::npos) {
     if (m == "POST" && (id == "retry" || id == "purge")) co_return co_await bulk_action(id, req.target);
-    if (m != "GET") co_return json_error(405, "method_not_allowed", "use GET");
+    if (m != "GET") co_return method_not_allowed(id == "retry" || id == "purge" ? "GET, POST" : "GET");
     co_return co_await job(id);
   }
-  if (m != "POST") co_return json_error(405, "method_not_allowed", "use POST");
+  if (m != "POST") co_return method_not_allowed("POST");
   co_return co_await job_action(id, rest.substr(slash + 1), req.target);
 }
 

@@ -157,7 +157,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
 
   template <class Stream>
   asio::awaitable<void> write(Stream& stream, const outgoing_response& r, bool keep_alive,
-                              unsigned version) {
+                              unsigned version, bool head = false) {
     http::response<http::string_body> res;
     res.version(version);
     res.result(static_cast<http::status>(r.status));
@@ -167,6 +167,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
     res.body() = r.body;
     res.keep_alive(keep_alive);
     res.prepare_payload();
+    if (head) res.body().clear();  // Content-Length stays that of the GET answer
     beast::error_code ec;
     beast::get_lowest_layer(stream).expires_after(opts.read_timeout);
     co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
@@ -308,7 +309,9 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       }
       auto req = parser.release();
       incoming_request in;
-      in.method = std::string(req.method_string());
+      // HEAD is GET without the body (RFC 9110 §9.3.2): the handler sees GET, write() drops it.
+      const bool head = req.method() == http::verb::head;
+      in.method = head ? std::string("GET") : std::string(req.method_string());
       in.target = origin_form(req.target());
       for (const auto& f : req) {
         std::string name(f.name_string());
@@ -327,7 +330,7 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       }
       --busy;
       const bool keep = req.keep_alive() && !stopping;
-      co_await write(stream, out, keep, req.version());
+      co_await write(stream, out, keep, req.version(), head);
       if (!keep) break;
     }
   }

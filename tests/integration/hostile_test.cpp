@@ -176,6 +176,40 @@ TEST(Hostile, AnAbsoluteFormTargetIsServedAsItsPathAndQuery) {
   EXPECT_TRUE(d.running());
 }
 
+TEST(Hostile, HeadIsGetWithoutABodyAnd405SaysWhatIsAllowed) {
+  // Found by hand: HEAD /healthz (what some health checkers send) was 404, and a 405 named no
+  // Allow header (RFC 9110 §9.3.2, §15.5.6).
+  temp_dir dir;
+  daemon_process d(dir, local_config());
+  // HEAD then GET on one connection: the HEAD answer has the GET's length and no body, so the
+  // GET's answer follows its header directly.
+  bool closed = false;
+  const auto both = raw_exchange(d.port(),
+                                 "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                                 "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                 &closed);
+  EXPECT_TRUE(closed);
+  const auto first_end = both.find("\r\n\r\n");
+  ASSERT_NE(first_end, std::string::npos) << both;
+  const auto head = both.substr(0, first_end);
+  EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << both;
+  EXPECT_NE(head.find("Content-Length: 15"), std::string::npos) << both;
+  EXPECT_EQ(both.substr(first_end + 4).rfind("HTTP/1.1 200", 0), 0u) << both;
+  EXPECT_EQ(both.substr(both.size() - 15), R"({"status":"ok"})") << both;
+  // 405 carries Allow, on every resource.
+  const std::vector<std::tuple<std::string, std::string, std::string>> wrong = {
+      {"POST", "/healthz", "GET, HEAD"},    {"DELETE", "/metrics", "GET, HEAD"},
+      {"GET", "/resend", "POST"},           {"GET", "/token", "POST"},
+      {"PUT", "/jobs", "GET, HEAD"},        {"DELETE", "/jobs/some-id", "GET, HEAD"},
+      {"GET", "/jobs/some-id/retry", "POST"}};
+  for (const auto& [method, target, allow] : wrong) {
+    const auto a = http_call(d.port(), method, target);
+    EXPECT_EQ(a.status, 405) << method << " " << target;
+    const auto it = a.headers.find("allow");
+    EXPECT_EQ(it == a.headers.end() ? "" : it->second, allow) << method << " " << target;
+  }
+}
+
 TEST(Hostile, ConnectionsClosedWhileIdleCostNoAttempt) {
   temp_dir dir;
   std::atomic<int> n{0};
