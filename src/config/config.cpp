@@ -373,7 +373,6 @@ void apply_environment(config& c, const environment& env, problems& errs) {
   }
 }
 
-// 127.0.0.0/8, ::1 and "localhost": the addresses only this machine reaches.
 // An IP literal ("[v6]" too, as listen writes it) or "localhost": what serve can bind.
 bool is_ip_or_localhost(std::string host) {
   if (host.size() > 2 && host.front() == '[' && host.back() == ']')
@@ -384,6 +383,7 @@ bool is_ip_or_localhost(std::string host) {
          ::inet_pton(AF_INET6, host.c_str(), &v6) == 1;
 }
 
+// 127.0.0.0/8, ::1 and "localhost": the addresses only this machine reaches.
 bool is_loopback_host(std::string host) {
   if (host.size() > 2 && host.front() == '[' && host.back() == ']')
     host = host.substr(1, host.size() - 2);
