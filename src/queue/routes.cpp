@@ -131,6 +131,9 @@ normalized_location normalize_location(std::string_view location) {
     n.error = why;
     return n;
   };
+  if (!u && location.size() <= 8192 && location.find('#') != std::string_view::npos &&
+      boost::urls::parse_uri(location))
+    return fail("location must not carry a fragment (#…): a fragment is never sent");
   if (!u || location.size() > 8192) return fail("location must be an absolute http(s) URL");
   std::string scheme(u->scheme());
   for (auto& ch : scheme) ch = char(std::tolower(static_cast<unsigned char>(ch)));

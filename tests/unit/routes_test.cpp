@@ -96,7 +96,11 @@ TEST(Routes, LocationsAreNormalizedToWhatTheClientSends) {
             std::string::npos);
   EXPECT_NE(norm("https://open.feishu.cn@evil.example/").find("user info"), std::string::npos);
   EXPECT_NE(norm("ftp://h/").find("error"), std::string::npos);
-  EXPECT_NE(norm("https://h/#frag").find("error"), std::string::npos);
+  // A fragment is refused and the bot is told why (it read "not an absolute URL" before).
+  EXPECT_NE(norm("https://h/#frag").find("error: location must not carry a fragment"),
+            std::string::npos);
+  EXPECT_NE(norm("https://h/x?a=1#").find("must not carry a fragment"), std::string::npos);
+  EXPECT_EQ(norm("ftp#x").find("fragment"), std::string::npos);  // not a URL at all
   EXPECT_NE(norm("https://h/a b").find("error"), std::string::npos);
 }
 
