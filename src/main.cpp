@@ -257,7 +257,8 @@ int main(int argc, char** argv) {
   jobs->require_subcommand(1);
   auto* jl = jobs->add_subcommand("list", "list jobs, newest first");
   jl->add_option("--state", s.state, "queued|delivering|succeeded|dead|cancelled")
-      ->check(CLI::IsMember({"queued", "delivering", "succeeded", "dead", "cancelled"}));
+      ->check(CLI::IsMember(
+          std::vector<std::string>(store::job_states.begin(), store::job_states.end())));
   jl->add_option("--limit", s.limit, "how many")->check(CLI::Range(1, 100000));
   auto* js = jobs->add_subcommand("show", "one job with its attempts");
   js->add_option("id", s.id)->required();

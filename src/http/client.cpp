@@ -68,9 +68,7 @@ std::optional<target> parse_target(const outbound_request& req) {
   if (t.host.size() > 2 && t.host.front() == '[') t.host = t.host.substr(1, t.host.size() - 2);
   t.port = u->has_port() ? std::string(u->port()) : (t.tls ? "443" : "80");
   t.host_header = std::string(u->encoded_host_and_port());
-  t.path_and_query = std::string(u->encoded_target());  // the path is empty or starts with /
-  if (t.path_and_query.empty() || t.path_and_query.front() != '/')
-    t.path_and_query.insert(0, "/");
+  t.path_and_query = origin_form_target(u->encoded_target());
   t.pool_key = std::string(u->scheme()) + "://" + t.host + ":" + t.port +
                (req.allow_private ? "#private" : "#public");
   return t;

@@ -66,9 +66,7 @@ std::string origin_form(std::string_view target) {
   if (!u || !u->has_authority() ||
       !(beast::iequals(u->scheme(), "http") || beast::iequals(u->scheme(), "https")))
     return std::string(target);
-  std::string out(u->encoded_target());  // path and query; the path is empty or starts with /
-  if (out.empty() || out.front() != '/') out.insert(0, "/");
-  return out;
+  return origin_form_target(u->encoded_target());
 }
 }  // namespace
 

@@ -4,12 +4,21 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "util/time.h"
 
 namespace resendd {
+
+// A URL's path and query as Boost.URL's encoded_target() gives them, as a request line's
+// origin-form (RFC 9112 §3.2.1): "/" in front when the path is empty ("?q" → "/?q", "" → "/").
+inline std::string origin_form_target(std::string_view encoded_target) {
+  std::string out(encoded_target);
+  if (out.empty() || out.front() != '/') out.insert(0, "/");
+  return out;
+}
 
 // A request the server received, already read whole (within the configured limits).
 struct incoming_request {
