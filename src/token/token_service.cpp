@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <boost/url/parse.hpp>
+#include <cmath>
 
 #include "http/client.h"
 #include "util/await.h"
@@ -28,6 +29,27 @@ millis refresh_margin(const token_grant& g) {
 constexpr millis min_left{30'000};
 constexpr millis refresh_backoff_first{1'000};
 constexpr millis refresh_backoff_cap{60'000};
+
+constexpr std::int64_t feishu_token_max = 2 * 3600;
+
+// Coze's expires_in: an absolute Unix time in seconds (all official SDKs read it so). A number
+// that is not one (negative, not finite, past the year 9999) is no time to cache a token by.
+std::optional<sys_time> unix_time(const json& v) {
+  constexpr std::int64_t year_9999_end = 253'402'300'799;
+  std::int64_t s = -1;
+  if (v.is_number_unsigned())
+    s = v.get<std::uint64_t>() <= std::uint64_t(year_9999_end)
+            ? std::int64_t(v.get<std::uint64_t>())
+            : -1;
+  else if (v.is_number_integer())
+    s = v.get<std::int64_t>();
+  else if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (d >= 0 && d <= double(year_9999_end)) s = std::int64_t(std::floor(d));
+  }
+  if (s < 0 || s > year_9999_end) return std::nullopt;
+  return sys_time{std::chrono::seconds{s}};
+}
 
 // Token cache lookups for /metrics: hit (a cached token served), miss (an exchange started),
 // failure (an exchange failed). The key's first line is the kind (coze, feishu).
@@ -71,7 +93,8 @@ std::optional<rsa_private_key> coze_signing_key(const config& cfg) {
   std::string err;
   auto key = rsa_private_key::from_pem(cfg.coze.private_key_pem, &err);
   if (!key)
-    throw config_error({"coze.private_key_file (or JWT_PRIVATE_KEY, JWT_PRIVATE_KEY_FILE): " + err});
+    throw config_error(
+        {"coze.private_key_file (or JWT_PRIVATE_KEY, JWT_PRIVATE_KEY_FILE): " + err});
   return key;
 }
 
@@ -219,15 +242,26 @@ asio::awaitable<token_grant> token_service::exchange_coze(std::string kid, int d
         body);
   }
   if (body.is_discarded() || !body.is_object() || !body.contains("access_token") ||
-      !body["access_token"].is_string() || !body.contains("expires_in") ||
+      !body["access_token"].is_string() ||
+      body["access_token"].get_ref<const std::string&>().empty() || !body.contains("expires_in") ||
       !body["expires_in"].is_number())
     co_return failure(502, "Coze answered without access_token/expires_in");
+  const auto expires = unix_time(body["expires_in"]);
+  if (!expires)
+    co_return failure(
+        502, "Coze answered an expires_in that is not a Unix time: " + body["expires_in"].dump());
   token_grant g;
   g.body = body;
   g.token = body["access_token"].get<std::string>();
   g.obtained_at = clk_.now();
-  // expires_in is an absolute Unix time in seconds (all official SDKs read it so).
-  g.expires_at = sys_time{std::chrono::seconds{body["expires_in"].get<std::int64_t>()}};
+  // Never cached longer than asked for, whatever the answer says (Coze's own clock may run a
+  // little ahead; then the token is refreshed a little early).
+  g.expires_at = std::min(*expires, g.obtained_at + std::chrono::seconds{duration_seconds});
+  if (g.expires_at <= g.obtained_at)
+    spdlog::warn(
+        "coze: the access token's expires_in ({}) is already past: it is handed out "
+        "once and not cached",
+        to_iso8601(*expires));
   spdlog::info("coze: exchanged a JWT for an access token (kid {}, expires {})", kid,
                to_iso8601(g.expires_at));
   co_return g;
@@ -245,6 +279,7 @@ asio::awaitable<token_grant> token_service::exchange_feishu() {
   auto body = json::parse(r.body, nullptr, false);
   if (body.is_discarded() || !body.is_object() || !body.contains("code") || body["code"] != 0 ||
       !body.contains("tenant_access_token") || !body["tenant_access_token"].is_string() ||
+      body["tenant_access_token"].get_ref<const std::string&>().empty() ||
       !body.contains("expire") || !body["expire"].is_number_integer()) {
     std::string what = "HTTP " + std::to_string(r.status);
     if (body.is_object() && body.contains("code")) what += ", code " + body["code"].dump();
@@ -255,8 +290,10 @@ asio::awaitable<token_grant> token_service::exchange_feishu() {
   token_grant g;
   g.token = body["tenant_access_token"].get<std::string>();
   g.obtained_at = clk_.now();
-  g.expires_at =
-      g.obtained_at + std::chrono::seconds{body["expire"].get<std::int64_t>()};  // a duration
+  // A duration, at most 2 h (Feishu's documented lifetime); held to that, so a peer's number
+  // can neither overflow the clock nor keep a token cached for longer.
+  g.expires_at = g.obtained_at + std::chrono::seconds{std::clamp<std::int64_t>(
+                                     body["expire"].get<std::int64_t>(), 0, feishu_token_max)};
   spdlog::info("feishu: minted a tenant access token (expires {})", to_iso8601(g.expires_at));
   co_return g;
 }

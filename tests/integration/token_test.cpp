@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 #include <cstdlib>
+#include <limits>
 #include <thread>
 
 #include "http/client.h"
@@ -216,6 +217,83 @@ TEST(Token, AFailedRefreshKeepsServingTheCachedTokenAndBacksOff) {
   g = t.get();
   EXPECT_NE(g.status, 0);
   EXPECT_TRUE(g.token.empty());
+}
+
+TEST(Token, AnExpiresInThatIsNoTimeIsRefusedAndNoTokenOutlivesWhatWasAsked) {
+  clocked_tokens t;
+  const json not_times[] = {1e300,
+                            -5,
+                            std::numeric_limits<std::int64_t>::max(),
+                            std::numeric_limits<std::uint64_t>::max(),
+                            253402300800,
+                            "1767225600"};
+  for (const auto& v : not_times) {
+    t.coze.answer_with({{"expires_in", v}});
+    const auto g = t.get();
+    EXPECT_EQ(g.status, 502) << v;
+    EXPECT_TRUE(g.token.empty()) << v;
+  }
+  t.coze.answer_with({{"access_token", ""}});
+  EXPECT_EQ(t.get().status, 502);
+  // Ten years ahead: cached no longer than the 900 s asked for.
+  t.coze.answer_with({{"expires_in", t.real_now + 10 * 365 * 86400}});
+  auto g = t.get();
+  ASSERT_EQ(g.status, 0) << g.error;
+  const auto first = g.token;
+  t.at(700);
+  EXPECT_EQ(t.get().token, first);
+  t.at(820);  // 80 s left of the 900 asked for: refreshed
+  EXPECT_NE(t.get().token, first);
+  // A fractional time is read as its whole seconds.
+  t.coze.answer_with({{"expires_in", double(t.real_now) + 820 + 900.75}});
+  g = t.get();           // the token above, still cached
+  t.at(820 + 900 - 40);  // inside the margin of both: a new exchange
+  g = t.get();
+  ASSERT_EQ(g.status, 0) << g.error;
+  EXPECT_EQ(g.expires_at, sys_time{std::chrono::seconds{t.real_now + 820 + 900}});
+  // Already past (a duration, as a confused peer might send): handed out, never served from
+  // the cache.
+  t.coze.answer_with({{"expires_in", 900}});
+  t.at(5000);
+  const auto a = t.get(), b = t.get();
+  ASSERT_EQ(a.status, 0) << a.error;
+  ASSERT_EQ(b.status, 0) << b.error;
+  EXPECT_NE(a.token, b.token);
+}
+
+TEST(Token, AFeishuExpireIsHeldToTwoHours) {
+  clocked_tokens t;
+  std::atomic<int> minted{0};
+  std::atomic<std::int64_t> expire{std::numeric_limits<std::int64_t>::max()};
+  fake_server tenant([&](const received&) {
+    return fake_reply{200, json{{"code", 0},
+                                {"msg", "ok"},
+                                {"tenant_access_token", "t-" + std::to_string(++minted)},
+                                {"expire", expire.load()}}
+                               .dump()};
+  });
+  t.cfg.feishu.app_id = "cli_test";
+  t.cfg.feishu.app_secret = "app-secret-value-0001";
+  t.cfg.feishu.token_url = tenant.url("/open-apis/auth/v3/tenant_access_token/internal");
+  token_service tokens{t.cfg, t.client, t.clk};
+  auto get = [&] {
+    auto f = boost::asio::co_spawn(t.io, tokens.feishu_tenant_token(), boost::asio::use_future);
+    t.io.restart();
+    t.io.run();
+    return f.get();
+  };
+  auto g = get();
+  ASSERT_EQ(g.status, 0) << g.error;
+  EXPECT_EQ(g.expires_at - g.obtained_at, std::chrono::hours{2});
+  EXPECT_EQ(get().token, "t-1");  // cached
+  t.at(7200 - 800);
+  EXPECT_EQ(get().token, "t-1");
+  t.at(7200 - 700);  // inside the refresh margin of a 2 h token (a tenth of it, 720 s)
+  EXPECT_EQ(get().token, "t-2");
+  expire = -7200;  // already expired: handed out, not served from the cache
+  t.at(3 * 7200);
+  EXPECT_EQ(get().token, "t-3");
+  EXPECT_EQ(get().token, "t-4");
 }
 
 TEST(Token, CliMintsAndExchanges) {

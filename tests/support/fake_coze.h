@@ -47,6 +47,11 @@ class fake_coze {
   }
   // Refuse every exchange with a Coze-style error.
   void refuse(bool on) { refuse_ = on; }
+  // Members that replace those of every later successful answer (a peer that lies).
+  void answer_with(nlohmann::json members) {
+    std::lock_guard lock(m_);
+    answer_with_ = std::move(members);
+  }
   // The Unix time the fake lives at: JWT iat/exp are checked and expires_in computed from it
   // (default: the real clock).
   void set_now(std::int64_t unix_seconds) { now_ = unix_seconds; }
@@ -119,13 +124,14 @@ class fake_coze {
       std::unique_lock lock(m_);
       cv_.wait_for(lock, std::chrono::seconds(30), [&] { return open_; });
     }
-    return {200,
-            json{{"access_token", "czs_token_" + std::to_string(n)},
-                 {"expires_in", now + body["duration_seconds"].get<std::int64_t>()},
-                 {"token_type", "Bearer"}}
-                .dump(),
-            {},
-            false};
+    json answer{{"access_token", "czs_token_" + std::to_string(n)},
+                {"expires_in", now + body["duration_seconds"].get<std::int64_t>()},
+                {"token_type", "Bearer"}};
+    {
+      std::lock_guard lock(m_);
+      if (answer_with_.is_object()) answer.update(answer_with_);
+    }
+    return {200, answer.dump(), {}, false};
   }
 
   std::string public_pem_, kid_, app_id_;
@@ -134,6 +140,7 @@ class fake_coze {
   std::condition_variable cv_;
   std::set<std::string> jtis_;
   std::string last_error_;
+  nlohmann::json answer_with_;
   std::atomic<int> exchanges_{0};
   std::atomic<bool> refuse_{false};
   std::atomic<std::int64_t> now_{0};
