@@ -50,8 +50,7 @@ std::optional<std::map<std::string, std::string>> query_of(const std::string& ta
   return out;
 }
 
-constexpr std::string_view bad_query_message =
-    "malformed query string, or a parameter given twice";
+constexpr std::string_view bad_query_message = "malformed query string, or a parameter given twice";
 
 // 405 with the Allow header RFC 9110 §15.5.6 requires; a resource that answers GET answers HEAD.
 outgoing_response method_not_allowed(const std::string& allow) {
@@ -71,8 +70,8 @@ outgoing_response unavailable(std::string_view code, const std::string& message,
 outgoing_response action_answer(const action_result& r, const std::string& id) {
   switch (r.what) {
     case action_result::status::done:
-      return json_ok(200, id.empty() ? json{{"count", r.count}}
-                                     : json{{"id", id}, {"state", r.state}});
+      return json_ok(200,
+                     id.empty() ? json{{"count", r.count}} : json{{"id", id}, {"state", r.state}});
     case action_result::status::not_found:
       return json_error(404, "not_found", "no job with that id");
     case action_result::status::conflict:
@@ -291,8 +290,7 @@ asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
   co_return json_error(500, "internal", "internal error");
 }
 
-asio::awaitable<outgoing_response> api::jobs(const incoming_request& req,
-                                             const std::string& path) {
+asio::awaitable<outgoing_response> api::jobs(const incoming_request& req, const std::string& path) {
   const auto& m = req.method;
   if (path == "/jobs") {
     if (m != "GET") co_return method_not_allowed("GET");
@@ -303,8 +301,10 @@ asio::awaitable<outgoing_response> api::jobs(const incoming_request& req,
   const auto slash = rest.find('/');
   const std::string id = rest.substr(0, slash);
   if (slash == std::string::npos) {
-    if (m == "POST" && (id == "retry" || id == "purge")) co_return co_await bulk_action(id, req.target);
-    if (m != "GET") co_return method_not_allowed(id == "retry" || id == "purge" ? "GET, POST" : "GET");
+    if (m == "POST" && (id == "retry" || id == "purge"))
+      co_return co_await bulk_action(id, req.target);
+    if (m != "GET")
+      co_return method_not_allowed(id == "retry" || id == "purge" ? "GET, POST" : "GET");
     co_return co_await job(id);
   }
   if (m != "POST") co_return method_not_allowed("POST");
@@ -340,9 +340,8 @@ asio::awaitable<outgoing_response> api::list(const std::string& target) {
       co_return json_error(400, "bad_query", "unknown parameter (state and limit are known)");
     }
   }
-  if (!state.empty() &&
-      std::find(store::job_states.begin(), store::job_states.end(), state) ==
-          store::job_states.end())
+  if (!state.empty() && std::find(store::job_states.begin(), store::job_states.end(), state) ==
+                            store::job_states.end())
     co_return json_error(400, "bad_query",
                          "state must be queued, delivering, succeeded, dead or cancelled");
   auto r = co_await s_.queue.list(state, limit);
@@ -351,8 +350,7 @@ asio::awaitable<outgoing_response> api::list(const std::string& target) {
   co_return json_ok(200, {{"jobs", *r.value}});
 }
 
-asio::awaitable<outgoing_response> api::job_action(const std::string& id,
-                                                   const std::string& action,
+asio::awaitable<outgoing_response> api::job_action(const std::string& id, const std::string& action,
                                                    const std::string& target) {
   const auto q = query_of(target);
   if (!q) co_return json_error(400, "bad_query", bad_query_message);
@@ -412,11 +410,11 @@ asio::awaitable<outgoing_response> api::token(const incoming_request& req) {
     co_return json_error(400, "bad_request", "coze_api_key is required");
   int duration = coze_default_token_seconds;
   if (body.contains("duration_seconds") && !body["duration_seconds"].is_null()) {
-    if (!body["duration_seconds"].is_number_integer() ||
-        body["duration_seconds"].get<std::int64_t>() < 1)
+    // nlohmann::json reads every integer from 0 up as unsigned, and one past 2^63 only so.
+    const auto& d = body["duration_seconds"];
+    if (!d.is_number_unsigned() || d.get<std::uint64_t>() < 1)
       co_return json_error(400, "bad_request", "duration_seconds must be a positive integer");
-    duration = int(std::min<std::int64_t>(body["duration_seconds"].get<std::int64_t>(),
-                                          coze_default_token_seconds));
+    duration = int(std::min<std::uint64_t>(d.get<std::uint64_t>(), coze_default_token_seconds));
   }
   if (!secret_equals(body["coze_api_key"].get<std::string>(), s_.cfg.coze.app_id)) {
     spdlog::info("token: refused a request with a wrong coze_api_key");

@@ -110,6 +110,26 @@ TEST(Token, BadRequestsAndCozeErrors) {
           json{{"public_key", kid}, {"coze_api_key", app_id}, {"duration_seconds", "x"}}.dump())
           .status,
       400);
+  for (const json& v : {json(0), json(-1), json(1.5), json(-9223372036854775807LL - 1)}) {
+    auto r = http_call(
+        d.port(), "POST", "/token",
+        json{{"public_key", kid}, {"coze_api_key", app_id}, {"duration_seconds", v}}.dump());
+    EXPECT_EQ(r.status, 400) << v;
+  }
+  EXPECT_EQ(coze.exchanges(), 0);
+  // Any larger lifetime, however large, is held to Coze's documented maximum.
+  for (const std::string v : {"86400", "9223372036854775808", "18446744073709551615"}) {
+    const auto r = http_call(d.port(), "POST", "/token",
+                             R"({"public_key":")" + kid + R"(","coze_api_key":")" + app_id +
+                                 R"(","duration_seconds":)" + v + "}");
+    ASSERT_EQ(r.status, 200) << v << r.body << coze.last_error();
+    const auto left = json::parse(r.body)["expires_in"].get<std::int64_t>() -
+                      std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    EXPECT_GT(left, 86399 - 60) << v;
+    EXPECT_LE(left, 86399) << v;
+  }
   coze.refuse(true);
   auto a = http_call(d.port(), "POST", "/token", token_request().dump());
   EXPECT_EQ(a.status, 502);
