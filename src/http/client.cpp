@@ -1,6 +1,7 @@
 #include "http/client.h"
 
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -13,14 +14,11 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
+#include <cerrno>
 #include <charconv>
 #include <mutex>
 #include <unordered_map>
 #include <variant>
-
-#include <sys/socket.h>
-
-#include <cerrno>
 
 #include "http/address_policy.h"
 #include "http/dns.h"
@@ -74,11 +72,14 @@ std::optional<target> parse_target(const outbound_request& req) {
   return t;
 }
 
-bool is_hop_header(std::string_view name) {
+// Fields resendd writes itself, whatever a job's headers say: the framing and hop-by-hop ones,
+// and Accept-Encoding, since the answer must be read (a Feishu code in a gzip body is no code).
+bool written_by_us(std::string_view name) {
   return beast::iequals(name, "host") || beast::iequals(name, "content-length") ||
          beast::iequals(name, "connection") || beast::iequals(name, "transfer-encoding") ||
          beast::iequals(name, "keep-alive") || beast::iequals(name, "upgrade") ||
-         beast::iequals(name, "te") || beast::iequals(name, "expect");
+         beast::iequals(name, "te") || beast::iequals(name, "expect") ||
+         beast::iequals(name, "accept-encoding");
 }
 
 // Retry-After (seconds or an HTTP-date) or Feishu's x-ogw-ratelimit-reset (seconds), parsed
@@ -87,8 +88,8 @@ std::optional<millis> wait_hint(const http::fields& f) {
   std::optional<millis> best;
   const auto now = std::chrono::time_point_cast<millis>(std::chrono::system_clock::now());
   // Only Retry-After may be an HTTP-date.
-  for (const auto& [name, dated] : {std::pair{"x-ogw-ratelimit-reset", false},
-                                    std::pair{"retry-after", true}}) {
+  for (const auto& [name, dated] :
+       {std::pair{"x-ogw-ratelimit-reset", false}, std::pair{"retry-after", true}}) {
     auto it = f.find(name);
     if (it == f.end()) continue;
     const auto v = it->value();
@@ -140,8 +141,7 @@ struct http_client::impl {
     while (!list.empty()) {
       auto c = std::move(list.back());
       list.pop_back();
-      if (steady::now() - c->idle_since < opts.idle_timeout && still_idle(c->lowest()))
-        return c;
+      if (steady::now() - c->idle_since < opts.idle_timeout && still_idle(c->lowest())) return c;
     }
     return nullptr;
   }
@@ -192,8 +192,8 @@ asio::awaitable<std::unique_ptr<connection>> http_client::impl::open(const targe
   const auto left = std::chrono::duration_cast<millis>(deadline - steady::now());
   static const std::function<bool()> stop_waiting = [] { return true; };
   auto answer = co_await await_callback_for<dns_answer>(
-      [&](auto done) { dns.resolve(t.host, t.port, std::move(done)); },
-      std::max(left, millis{0}), stop_waiting);
+      [&](auto done) { dns.resolve(t.host, t.port, std::move(done)); }, std::max(left, millis{0}),
+      stop_waiting);
   if (!answer) {
     out.error = "resolve " + t.host + ": timed out";
     out.timed_out = true;
@@ -258,9 +258,10 @@ asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
   msg.version(11);
   msg.set(http::field::host, t.host_header);
   msg.set(http::field::user_agent, opts.user_agent);
+  msg.set(http::field::accept_encoding, "identity");
   bool has_type = false;
   for (const auto& [name, value] : req.headers) {
-    if (is_hop_header(name)) continue;
+    if (written_by_us(name)) continue;
     has_type = has_type || beast::iequals(name, "content-type");
     msg.set(name, value);
   }
@@ -306,8 +307,8 @@ asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
     }
     // A TLS peer that closes without close_notify after a body delimited by the close: the
     // answer is whole (the parser was waiting for exactly that end).
-    const bool truncated_but_whole = ec == asio::ssl::error::stream_truncated &&
-                                     parser.is_header_done() && parser.need_eof();
+    const bool truncated_but_whole =
+        ec == asio::ssl::error::stream_truncated && parser.is_header_done() && parser.need_eof();
     if (truncated_but_whole) {
       auto& res = parser.get();
       out.status = int(res.result_int());

@@ -72,11 +72,12 @@ TEST(Feishu, GatewayRateLimitsHonourTheResetHeaderAndCostNoAttempt) {
       << d.log();
   EXPECT_EQ(feishu.rows("app/t1"), 1u);
   // Each retry waited at least the advertised second.
-  const auto starts = sql_rows(
-      d.db_path(),
-      "select " + sql_ms_between("b.started_at", "a.started_at") + " from attempts a "
-      "join attempts b on b.job_id = a.job_id and b.n = a.n + 1 where a.job_id = '" +
-          id + "'");
+  const auto starts =
+      sql_rows(d.db_path(),
+               "select " + sql_ms_between("b.started_at", "a.started_at") +
+                   " from attempts a "
+                   "join attempts b on b.job_id = a.job_id and b.n = a.n + 1 where a.job_id = '" +
+                   id + "'");
   ASSERT_EQ(starts.size(), 3u);
   for (const auto& gap : starts) EXPECT_GE(std::stod(gap[0]), 999.0);
   EXPECT_EQ(sql_value(d.db_path(), "select attempts from jobs where id = '" + id + "'"), "1");
@@ -175,11 +176,12 @@ TEST(Feishu, KeyMinGapSpacesWritesToOneTable) {
   // Each write starts at least the gap after the previous one finished.
   const auto gaps = sql_rows(
       d.db_path(),
-      "select " + sql_ms_between("b.started_at", "a.finished_at") + " from "
-      "(select j.finished_at, row_number() over (order by t.started_at) as k "
-      " from jobs j join attempts t on t.job_id = j.id) a "
-      "join (select started_at, row_number() over (order by started_at) as k from attempts) b "
-      "on b.k = a.k + 1");
+      "select " + sql_ms_between("b.started_at", "a.finished_at") +
+          " from "
+          "(select j.finished_at, row_number() over (order by t.started_at) as k "
+          " from jobs j join attempts t on t.job_id = j.id) a "
+          "join (select started_at, row_number() over (order by started_at) as k from attempts) b "
+          "on b.k = a.k + 1");
   ASSERT_EQ(gaps.size(), 3u);
   for (const auto& g : gaps) EXPECT_GE(std::stod(g[0]), 149.0);
   EXPECT_EQ(feishu.rows("app/t1"), 4u);
@@ -207,4 +209,27 @@ TEST(Feishu, ARouteWrittenWithoutProfileOrSerializationGetsFeishusDefaults) {
   EXPECT_EQ(feishu.rows("app/busy"), 8u);
   EXPECT_EQ(sql_value(d.db_path(), "select count(*) from attempts where feishu_code = 1254291"),
             "0");
+}
+
+TEST(Feishu, TheAnswerIsAskedForUncompressedWhateverTheBotsHeadersSay) {
+  temp_dir dir;
+  // A front end that compresses whenever it may; a request without Accept-Encoding accepts
+  // any coding (RFC 9110 §12.5.3). A gzip body holds no code resendd can read.
+  fake_server feishu([](const received& r) {
+    const auto ae = r.header("accept-encoding");
+    if (ae != "identity")
+      return fake_reply{200,
+                        std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xab\x06\x00", 13),
+                        {{"Content-Encoding", "gzip"}}};
+    return fake_reply{};  // {"code":0,...}
+  });
+  daemon_process d(dir, feishu_config());
+  auto body =
+      resend_body(feishu.url("/open-apis/bitable/v1/apps/app/tables/t1/records/batch_create"));
+  body["headers"]["Accept-Encoding"] = "gzip, deflate, br";  // as an HTTP library's defaults
+  const auto id = job_id(post_resend(d, body));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+  const auto reqs = feishu.requests();
+  ASSERT_EQ(reqs.size(), 1u);
+  EXPECT_EQ(reqs[0].header("accept-encoding"), "identity");
 }
