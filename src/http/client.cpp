@@ -72,14 +72,15 @@ std::optional<target> parse_target(const outbound_request& req) {
   return t;
 }
 
-// Fields resendd writes itself, whatever a job's headers say: the framing and hop-by-hop ones,
-// and Accept-Encoding, since the answer must be read (a Feishu code in a gzip body is no code).
+// Fields resendd writes itself, whatever a job's headers say: the framing and hop-by-hop ones;
+// Accept-Encoding, since the answer must be read (a Feishu code in a gzip body is no code); and
+// Content-Encoding, since the body sent is always the text resendd built, never encoded.
 bool written_by_us(std::string_view name) {
   return beast::iequals(name, "host") || beast::iequals(name, "content-length") ||
          beast::iequals(name, "connection") || beast::iequals(name, "transfer-encoding") ||
          beast::iequals(name, "keep-alive") || beast::iequals(name, "upgrade") ||
          beast::iequals(name, "te") || beast::iequals(name, "expect") ||
-         beast::iequals(name, "accept-encoding");
+         beast::iequals(name, "accept-encoding") || beast::iequals(name, "content-encoding");
 }
 
 // Retry-After (seconds or an HTTP-date) or Feishu's x-ogw-ratelimit-reset (seconds), parsed
