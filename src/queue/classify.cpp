@@ -87,8 +87,13 @@ verdict by_status(int status) {
 
 verdict by_feishu_code(const attempt_result& r) {
   auto body = nlohmann::json::parse(r.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object() || !body.contains("code") ||
-      !body["code"].is_number_integer()) {
+  // A group bot's webhook may answer in its older form, {"StatusCode": 0, "StatusMessage":
+  // "success"} (PROTOCOLS.md §5); read only when there is no "code".
+  const bool older = body.is_object() && !body.contains("code") && body.contains("StatusCode");
+  const char* code_name = older ? "StatusCode" : "code";
+  const char* msg_name = older ? "StatusMessage" : "msg";
+  if (body.is_discarded() || !body.is_object() || !body.contains(code_name) ||
+      !body[code_name].is_number_integer()) {
     auto v = by_status(r.status);
     if (v.kind == outcome_kind::succeeded) {
       v.kind = outcome_kind::retry;
@@ -96,9 +101,10 @@ verdict by_feishu_code(const attempt_result& r) {
     }
     return v;
   }
-  const auto code = body["code"].get<std::int64_t>();
-  std::string msg =
-      body.contains("msg") && body["msg"].is_string() ? body["msg"].get<std::string>() : "";
+  const auto code = body[code_name].get<std::int64_t>();
+  std::string msg = body.contains(msg_name) && body[msg_name].is_string()
+                        ? body[msg_name].get<std::string>()
+                        : "";
   msg.resize(utf8_prefix(msg, 200).size());  // never inside a character
   const std::string what = "feishu " + std::to_string(code) + (msg.empty() ? "" : ": " + msg);
   if (code == 0) return {outcome_kind::succeeded, code, what};
@@ -117,8 +123,7 @@ verdict classify(std::string_view profile, const attempt_result& r) {
   if (r.blocked) return {outcome_kind::dead, {}, r.error};
   if (!r.answered()) return {outcome_kind::retry, {}, r.error};
   verdict v = profile == "feishu" ? by_feishu_code(r) : by_status(r.status);
-  if (v.kind == outcome_kind::rate_limited || v.kind == outcome_kind::retry)
-    v.wait = r.retry_after;
+  if (v.kind == outcome_kind::rate_limited || v.kind == outcome_kind::retry) v.wait = r.retry_after;
   return v;
 }
 

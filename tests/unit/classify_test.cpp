@@ -102,3 +102,24 @@ TEST(Classify, RateLimitCarriesTheAdvertisedWait) {
   r.retry_after = millis{7000};
   EXPECT_EQ(classify("feishu", r).wait, millis{7000});
 }
+
+TEST(Classify, AGroupBotsOlderAnswerIsReadByItsStatusCode) {
+  // The older form of a group bot's webhook answer (PROTOCOLS.md §5): without this, its success
+  // read as "no code" and the alert was posted to the group again at every retry.
+  auto v =
+      classify("feishu", answer(200, R"({"Extra":null,"StatusCode":0,"StatusMessage":"success"})"));
+  EXPECT_EQ(v.kind, outcome_kind::succeeded);
+  EXPECT_EQ(v.feishu_code, 0);
+  v = classify("feishu", answer(200, R"({"StatusCode":9499,"StatusMessage":"Bad Request"})"));
+  EXPECT_EQ(v.kind, outcome_kind::retry);  // an unknown code under a 200: no success
+  EXPECT_EQ(v.feishu_code, 9499);
+  EXPECT_NE(v.reason.find("Bad Request"), std::string::npos) << v.reason;
+  // "code" wins when both are there, as in the newer answer.
+  v = classify(
+      "feishu",
+      answer(200,
+             R"({"StatusCode":0,"StatusMessage":"success","code":19021,"msg":"sign match fail"})"));
+  EXPECT_EQ(v.feishu_code, 19021);
+  EXPECT_NE(v.kind, outcome_kind::succeeded);
+  EXPECT_EQ(classify("feishu", answer(200, R"({"StatusCode":"0"})")).kind, outcome_kind::retry);
+}
