@@ -1,7 +1,6 @@
 #include "util/log.h"
 
 #include <openssl/crypto.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +11,7 @@
 #include <boost/url/url.hpp>
 #include <cctype>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 
 namespace resendd {
 
@@ -129,6 +129,19 @@ bool names_credential(std::string_view name) {
           key.find("password") != std::string::npos || key == "authorization");
 }
 
+// Shown masked in the admin API and `resendd jobs`: every header is_secret_header names, and any
+// other whose name says it carries a key, a password, a session, a signature or an auth value
+// (Api-Key, X-Goog-Api-Key, Ocp-Apim-Subscription-Key, X-Session-Id...). Only when shown: the
+// scrub of a succeeded job keeps to is_secret_header, the rule a repeated Idempotency-Key is
+// compared under, so that jobs kept by earlier versions still match their repeats.
+bool shown_masked_header(std::string_view name) {
+  const auto n = lowercase(name);
+  if (n == "idempotency-key") return false;  // what operators look a request up by
+  for (const char* word : {"key", "password", "session", "signature", "auth"})
+    if (n.find(word) != std::string::npos) return true;
+  return is_secret_header(name);
+}
+
 void mask_values(nlohmann::json& j) {
   if (j.is_object()) {
     for (auto& [k, v] : j.items()) {
@@ -195,7 +208,8 @@ std::string mask_location(std::string_view url) {
   // (open.feishu.cn/open-apis/bot/v2/hook/{token}).
   for (std::size_t pos = 0;;) {
     const auto slash = path.find('/', pos);
-    const auto segment = path.substr(pos, slash == std::string_view::npos ? path.npos : slash - pos);
+    const auto segment =
+        path.substr(pos, slash == std::string_view::npos ? path.npos : slash - pos);
     const bool after_hook = pos >= 6 && path.substr(pos - 6, 6) == "/hook/";
     out += after_hook && !segment.empty() ? mask_secret(segment) : std::string(segment);
     if (slash == std::string_view::npos) break;
@@ -242,7 +256,8 @@ void mask_job_secrets(nlohmann::json& job, std::string_view path_secret_route) {
   if (req.contains("location")) mask(req["location"]);
   if (!req.contains("headers") || !req["headers"].is_object()) return;
   for (auto& [name, value] : req["headers"].items())
-    if (value.is_string() && is_secret_header(name)) value = mask_secret(value.get<std::string>());
+    if (value.is_string() && shown_masked_header(name))
+      value = mask_secret(value.get<std::string>());
 }
 
 std::optional<std::string> scrub_request_secrets_reserialized(std::string_view request) {

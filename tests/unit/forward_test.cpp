@@ -43,9 +43,16 @@ class gen {
   std::string value(int depth) {
     const int k = depth > 3 ? int(pick(3)) : int(pick(6));
     if (k == 0) {
-      static const char* numbers[] = {"0", "-0", "1E2", "123456789012345678901234567890",
-                                      "18446744073709551616", "3.14159", "-1.5e-7", "42",
-                                      "1764115200000", "0.1000"};
+      static const char* numbers[] = {"0",
+                                      "-0",
+                                      "1E2",
+                                      "123456789012345678901234567890",
+                                      "18446744073709551616",
+                                      "3.14159",
+                                      "-1.5e-7",
+                                      "42",
+                                      "1764115200000",
+                                      "0.1000"};
       return numbers[pick(10)];
     }
     if (k == 1) {
@@ -53,8 +60,9 @@ class gen {
       return lits[pick(3)];
     }
     if (k == 2) {
-      static const char* strings[] = {R"("a")", R"("金额")", R"("\u91d1\n")", R"("\ud83d\ude00")",
-                                      R"("q\"uote\\")", R"("")", R"("午饭 🍜")"};
+      static const char* strings[] = {
+          R"("a")",         R"("金额")", R"("\u91d1\n")", R"("\ud83d\ude00")",
+          R"("q\"uote\\")", R"("")",     R"("午饭 🍜")"};
       return strings[pick(7)];
     }
     if (k == 3 || k == 4) return object(depth + 1, false);
@@ -98,7 +106,8 @@ class gen {
           char buf[16];
           if (cp >= 0x10000) {
             const unsigned v = cp - 0x10000;
-            std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
+            std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xD800 + (v >> 10),
+                          0xDC00 + (v & 0x3FF));
           } else {
             std::snprintf(buf, sizeof buf, "\\u%04x", cp);
           }
@@ -109,7 +118,9 @@ class gen {
     }
     return out + "\"";
   }
-  std::size_t pick(std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+  std::size_t pick(std::size_t n) {
+    return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_);
+  }
 
  private:
   std::mt19937 rng_;
@@ -138,9 +149,10 @@ TEST(Forward, BodyIsTheStoredTextExceptAtTargets) {
     const std::string tail = "]" + g.ws() + "}";
     stored += tail;
     expected += tail;
-    const std::string request = R"({"location":"https://open.feishu.cn/x","headers":{"B":"2","A":"\u0031"},)"
-                                R"("params":)" + stored +
-                                R"(,"commands":{"json_parse":["$.params.records[*].fields"]}})";
+    const std::string request =
+        R"({"location":"https://open.feishu.cn/x","headers":{"B":"2","A":"\u0031"},)"
+        R"("params":)" +
+        stored + R"(,"commands":{"json_parse":["$.params.records[*].fields"]}})";
     auto f = forward_ok(request);
     ASSERT_TRUE(f.body) << request;
     EXPECT_TRUE(f.verbatim);
@@ -157,7 +169,9 @@ TEST(Forward, NumbersKeyOrderAndDuplicatesSurvive) {
       R"( "n":1E2,"a":18446744073709551616,"f":"{\"id\": 7e0, \"big\": 12345678901234567890123}"},)"
       R"("commands":{"json_parse":["$.params.f"]}})";
   auto f = forward_ok(request);
-  EXPECT_EQ(*f.body, R"({"z":123456789012345678901234567890, "a":-0, "n":1E2,"a":18446744073709551616,"f":{"id": 7e0, "big": 12345678901234567890123}})");
+  EXPECT_EQ(
+      *f.body,
+      R"({"z":123456789012345678901234567890, "a":-0, "n":1E2,"a":18446744073709551616,"f":{"id": 7e0, "big": 12345678901234567890123}})");
 }
 
 TEST(Forward, NoParamsNoBodyAndNullParams) {
@@ -167,7 +181,8 @@ TEST(Forward, NoParamsNoBodyAndNullParams) {
 }
 
 TEST(Forward, ParamsItselfAsTarget) {
-  auto f = forward_ok(R"({"location":"http://x/","params":" {\"a\": 1} ","commands":{"json_parse":["$.params"]}})");
+  auto f = forward_ok(
+      R"({"location":"http://x/","params":" {\"a\": 1} ","commands":{"json_parse":["$.params"]}})");
   EXPECT_EQ(*f.body, R"({"a": 1})");
 }
 
@@ -314,8 +329,8 @@ TEST(MaskResponse, CutsLongTextOnACharacterAndKeepsBytesAsBase64) {
 TEST(MaskLocation, CredentialsInAQueryOrAHookPathAreMaskedAndTheRestKept) {
   const std::string secret = "SECRETabcdefghijklmnop";  // 22 characters
   // Parameters named like credentials, in any case and percent-encoded, and webhook key names.
-  for (const std::string name : {"access_token", "Access_Token", "app%5Fsecret", "password", "key",
-                                 "sign"}) {
+  for (const std::string name :
+       {"access_token", "Access_Token", "app%5Fsecret", "password", "key", "sign"}) {
     const auto url = "https://example.com/send?a=1&" + name + "=" + secret + "&b=2#frag";
     const auto masked = mask_location(url);
     EXPECT_EQ(masked.find("SECRET"), std::string::npos) << masked;
@@ -341,4 +356,20 @@ TEST(MaskLocation, CredentialsInAQueryOrAHookPathAreMaskedAndTheRestKept) {
   job = json{{"route", "alerts"}, {"location", "https://hooks.example/" + secret}};
   mask_job_secrets(job, "alerts");
   EXPECT_EQ(job["location"], "https://hooks.example/…(23 chars)");
+}
+
+TEST(MaskJob, EveryHeaderNamedLikeACredentialIsShownMasked) {
+  const std::string secret = "SECRETabcdefghijklmnop";
+  json headers;
+  for (const char* name : {"Authorization", "Cookie", "X-Api-Key", "Api-Key", "apikey",
+                           "X-Goog-Api-Key", "Ocp-Apim-Subscription-Key", "X-Session-Id",
+                           "X-Signature", "X-Auth", "X-Password", "X-Access-Token"})
+    headers[name] = secret;
+  headers["Idempotency-Key"] = "bill-42";
+  headers["Content-Type"] = "application/json";
+  auto job = json{{"route", "r"}, {"request", {{"headers", headers}}}};
+  mask_job_secrets(job);
+  EXPECT_EQ(job.dump().find("SECRET"), std::string::npos) << job.dump();
+  EXPECT_EQ(job["request"]["headers"]["Idempotency-Key"], "bill-42");
+  EXPECT_EQ(job["request"]["headers"]["Content-Type"], "application/json");
 }
