@@ -54,7 +54,7 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   asio::steady_timer timer;
   std::atomic<int> in_flight{0};
   std::atomic<bool> loop_alive{false};
-  bool detached = false;  // the dispatcher is gone: frames destroyed late touch nothing
+  bool detached = false;          // the dispatcher is gone: frames destroyed late touch nothing
   bool wake_pending = true;       // io thread only: something may be claimable
   int claiming = 0;               // io thread only: slots asked for by claims in the store
   int claims_out = 0;             // io thread only: claims in the store
@@ -99,7 +99,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     asio::co_spawn(ex, claim_loop(), [self = shared_from_this()](std::exception_ptr e) {
       if (!e) return;
       self->loop_alive = false;
-      spdlog::error("dispatcher: the claim loop failed ({}); restarting it in 1s", exception_message(e));
+      spdlog::error("dispatcher: the claim loop failed ({}); restarting it in 1s",
+                    exception_message(e));
       auto t = std::make_shared<asio::steady_timer>(self->ex, std::chrono::seconds(1));
       t->async_wait([self, t](const boost::system::error_code&) {
         if (!self->stopping) self->start_claim_loop();
@@ -142,9 +143,8 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     ++claims_out;
     store::claim_request req{clk.now(), lease, want, limits, rotation++};
     store.claim(std::move(req), [self = shared_from_this(), want](store::claim_result r) {
-      asio::post(self->ex, [self, want, r = std::move(r)]() mutable {
-        self->claimed(want, std::move(r));
-      });
+      asio::post(self->ex,
+                 [self, want, r = std::move(r)]() mutable { self->claimed(want, std::move(r)); });
     });
   }
 
@@ -177,9 +177,10 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     const std::string id = j.id;
     asio::co_spawn(ex, deliver(std::move(j), slot), [id](std::exception_ptr e) {
       if (e)
-        spdlog::error("job {}: delivery failed inside resendd: {}; its lease expires and it is "
-                      "delivered again",
-                      id, exception_message(e));
+        spdlog::error(
+            "job {}: delivery failed inside resendd: {}; its lease expires and it is "
+            "delivered again",
+            id, exception_message(e));
     });
   }
 
@@ -246,14 +247,16 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   asio::awaitable<verdict> attempt(const store::claimed_job& job, const route* r,
                                    attempt_result& result, std::string& used_token) {
     outbound_request out;
-    if (!r) co_return verdict{outcome_kind::dead, {}, "location matches no configured route any more"};
+    if (!r)
+      co_return verdict{outcome_kind::dead, {}, "location matches no configured route any more"};
     if (!allows_method(r->cfg, job.method))
       co_return verdict{
           outcome_kind::dead,
           {},
           "route " + r->cfg.name + " does not allow method " + job.method + " any more"};
     if (job.attempts - 1 >= r->settings.max_attempts)
-      co_return verdict{outcome_kind::dead, {},
+      co_return verdict{outcome_kind::dead,
+                        {},
                         "max_attempts (" + std::to_string(r->settings.max_attempts) +
                             ") used up: deliveries were cut off by the daemon stopping"};
     const auto forward = [&job] { return forward_request(job.request); };
@@ -297,14 +300,22 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
     }
     const bool can_refresh = r && !r->cfg.credentials.empty() && credentials &&
                              credentials->can_mint(r->cfg.credentials);
+    // A token resendd minted itself and the destination refused with 401 (the Coze API's answer
+    // to a revoked or unknown token): dropped and minted again, as for Feishu's 99991663, at most
+    // max_auth_refreshes times a job, instead of the job dying at once.
+    if (can_refresh && !used_token.empty() && result.status == 401 && v.kind == outcome_kind::dead)
+      v = {outcome_kind::refresh_credentials,
+           v.feishu_code,
+           v.reason + ": the minted token was refused",
+           {}};
     if (v.kind == outcome_kind::refresh_credentials && can_refresh && !used_token.empty())
       credentials->invalidate(r->cfg.credentials, used_token);
     const route_settings settings = r ? r->settings : cfg.delivery.defaults;
     const auto now = clk.now();
     // The attempt was counted when the job was claimed: the policy sees the count before it.
-    const auto step = next_retry(
-        v, {job.attempts - 1, job.free_attempts, job.auth_refreshes, job.age_start}, now, settings,
-        can_refresh, random_u64());
+    const auto step =
+        next_retry(v, {job.attempts - 1, job.free_attempts, job.auth_refreshes, job.age_start}, now,
+                   settings, can_refresh, random_u64());
     store::job_finish f;
     f.id = job.id;
     f.route = job.route;
@@ -411,16 +422,17 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
       if (res.state == "succeeded")
         spdlog::info("job {} attempt {}: succeeded after it was cancelled", f.id, n);
       else
-        spdlog::warn("job {} attempt {}: outcome {} not applied: the job was cancelled or "
-                     "claimed again meanwhile",
-                     f.id, n, to_string(v.kind));
+        spdlog::warn(
+            "job {} attempt {}: outcome {} not applied: the job was cancelled or "
+            "claimed again meanwhile",
+            f.id, n, to_string(v.kind));
     } else if (step.to == next_step::state::dead) {
       spdlog::warn("job {} attempt {}: dead: {}{}", f.id, n, step.reason, seen);
     } else if (step.to == next_step::state::succeeded) {
       spdlog::info("job {} attempt {}: succeeded ({}){}", f.id, n, v.reason, seen);
     } else {
-      spdlog::info("job {} attempt {}: {} ({}), next at {}{}", f.id, n, to_string(v.kind),
-                   v.reason, to_iso8601(step.next_attempt_at), seen);
+      spdlog::info("job {} attempt {}: {} ({}), next at {}{}", f.id, n, to_string(v.kind), v.reason,
+                   to_iso8601(step.next_attempt_at), seen);
     }
   }
 };

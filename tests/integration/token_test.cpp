@@ -449,3 +449,34 @@ TEST(Credentials, CozeRouteGetsAFreshCozeAccessToken) {
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log() << coze.last_error();
   EXPECT_EQ(coze.exchanges(), 1);
 }
+
+TEST(Credentials, AMintedTokenTheDestinationRefusesIsMintedAgainNotDead) {
+  temp_dir dir;
+  const auto keys = make_rsa_pair(dir);
+  fake_coze coze(keys.public_pem, kid, app_id);
+  // A Coze API stand-in that no longer takes the first token (revoked) but takes the next one.
+  std::atomic<bool> refuse_all{false};
+  fake_server api([&](const received& r) {
+    if (refuse_all || r.header("authorization") == "Bearer czs_token_1")
+      return fake_reply{401, R"({"code":4100,"msg":"authentication is invalid"})"};
+    return fake_reply{200, R"({"code":0})"};
+  });
+  daemon_process d(
+      dir,
+      local_config("credentials = \"coze\"\nmax_attempts = 1",
+                   token_config(coze.url()).substr(token_config(coze.url()).find("[coze]"))),
+      {{"JWT_PRIVATE_KEY", keys.private_pem}});
+  auto id = job_id(post_resend(d, resend_body(api.url("/v1/workflow/run"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: succeeded")) << d.log() << coze.last_error();
+  EXPECT_EQ(coze.exchanges(), 2);
+  EXPECT_EQ(sql_value(d.db_path(),
+                      "select attempts || '/' || free_attempts from jobs where id = '" + id + "'"),
+            "1/1");  // the refused token cost no attempt
+  // Refused however often it is minted: dead after a bounded number of fresh tokens.
+  refuse_all = true;
+  id = job_id(post_resend(d, resend_body(api.url("/v1/workflow/run"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 4: dead")) << d.log();
+  EXPECT_NE(sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'")
+                .find("fresh tokens"),
+            std::string::npos);
+}
