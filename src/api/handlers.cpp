@@ -95,15 +95,27 @@ std::optional<millis> preferred_wait(const incoming_request& req, sys_time now) 
       if (!w || *w > max_wait) return std::nullopt;
       return w;
     }
+  // preference = token [ BWS "=" BWS word ] *( OWS ";" [ OWS parameter ] ), in a list; a word
+  // is a token or a quoted-string (RFC 7240 §2). Parameters are not preferences.
+  const auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
   const std::string prefer = req.header("prefer");
   for (std::size_t pos = 0; pos < prefer.size();) {
-    const auto end = std::min(prefer.find_first_of(",;", pos), prefer.size());
+    const auto end = std::min(prefer.find(',', pos), prefer.size());
     std::string_view item(prefer.data() + pos, end - pos);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (item.size() > 5 && strncasecmp(item.data(), "wait=", 5) == 0)
-      if (const auto w = seconds(item.substr(5))) return std::min(*w, max_wait);
     pos = end + 1;
+    item = item.substr(0, item.find(';'));
+    const auto eq = item.find('=');
+    if (eq == std::string_view::npos) continue;
+    const auto name = trim(item.substr(0, eq));
+    auto value = trim(item.substr(eq + 1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+      value = value.substr(1, value.size() - 2);
+    if (name.size() == 4 && strncasecmp(name.data(), "wait", 4) == 0)
+      if (const auto w = seconds(value)) return std::min(*w, max_wait);
   }
   return millis{0};
 }
@@ -212,6 +224,11 @@ asio::awaitable<outgoing_response> api::readyz() {
 }
 
 asio::awaitable<outgoing_response> api::resend(const incoming_request& req) {
+  if (req.given_twice("idempotency-key")) {
+    const std::string why = "Idempotency-Key given more than once: which one is meant?";
+    spdlog::info("resend refused (400 bad_idempotency_key): {}", why);
+    co_return json_error(400, "bad_idempotency_key", why);
+  }
   const std::string key = req.header("idempotency-key");
   // A large body is read on the work pool: parsing megabytes of JSON would hold every other
   // connection and every delivery on this thread for that long.

@@ -13,9 +13,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/url/parse.hpp>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <map>
 #include <optional>
 #include <set>
 
@@ -48,8 +48,7 @@ std::optional<std::string> framing_problem(const Fields& h) {
   const auto n = h.count(http::field::transfer_encoding);
   if (n == 0) return std::nullopt;
   if (n > 1) return "more than one Transfer-Encoding field";
-  if (h.count(http::field::content_length))
-    return "Transfer-Encoding and Content-Length together";
+  if (h.count(http::field::content_length)) return "Transfer-Encoding and Content-Length together";
   auto te = h[http::field::transfer_encoding];
   while (!te.empty() && (te.front() == ' ' || te.front() == '\t')) te.remove_prefix(1);
   while (!te.empty() && (te.back() == ' ' || te.back() == '\t')) te.remove_suffix(1);
@@ -104,7 +103,8 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
         if (stopping || ec == asio::error::operation_aborted) co_return;
         // Out of descriptors (or memory): accepting again at once would spin. Pause, growing
         // to a second, and say so once per episode.
-        if (!starved) spdlog::warn("accept: {}; pausing new connections until it clears", ec.message());
+        if (!starved)
+          spdlog::warn("accept: {}; pausing new connections until it clears", ec.message());
         starved = true;
         pause = std::min(pause == millis{0} ? millis{10} : pause * 2, millis{1000});
         asio::steady_timer t(io, pause);
@@ -314,7 +314,11 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       for (const auto& f : req) {
         std::string name(f.name_string());
         for (auto& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-        in.headers[name] = std::string(f.value());
+        auto [it, fresh] = in.headers.try_emplace(name, f.value());
+        if (!fresh) {
+          it->second.append(", ").append(f.value());
+          if (!in.given_twice(name)) in.repeated.push_back(name);
+        }
       }
       in.body = std::move(req.body());
       outgoing_response out;

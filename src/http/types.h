@@ -1,6 +1,7 @@
 #pragma once
 // Small types shared by the HTTP server, the HTTP client and their users. No Beast here: only
 // http/server.cpp and http/client.cpp include Beast, so the rest of the code compiles fast.
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
@@ -22,13 +23,19 @@ inline std::string origin_form_target(std::string_view encoded_target) {
 
 // A request the server received, already read whole (within the configured limits).
 struct incoming_request {
-  std::string method;                          // "GET", "POST", ...
-  std::string target;                          // "/jobs?state=dead"
-  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // "/jobs?state=dead"
+  // Names lower-cased; a field given on several lines holds their values joined by ", " (RFC
+  // 9110 §5.3), and its name is in `repeated`.
+  std::map<std::string, std::string> headers;
+  std::vector<std::string> repeated;
   std::string body;
   std::string header(const std::string& lower_name) const {
     auto it = headers.find(lower_name);
     return it == headers.end() ? std::string() : it->second;
+  }
+  bool given_twice(std::string_view lower_name) const {
+    return std::find(repeated.begin(), repeated.end(), lower_name) != repeated.end();
   }
 };
 

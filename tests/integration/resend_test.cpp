@@ -205,6 +205,12 @@ TEST(Resend, ApiTokensGuardResendAndJobs) {
                       {{"Authorization", "Bearer sekrit-token-0123456789"}})
                 .status,
             202);
+  // Two Authorization fields are no credential, even when the last one is right.
+  EXPECT_EQ(http_call(d.port(), "POST", "/resend", body,
+                      {{"Authorization", "Bearer wrong"},
+                       {"authorization", "Bearer sekrit-token-0123456789"}})
+                .status,
+            401);
   EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
 }
 
@@ -562,6 +568,32 @@ TEST(Resend, PreferWaitAnswersWithTheDestinationsAnswerWhenItIsQuick) {
   EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), jobs);
 }
 
+TEST(Resend, PreferIsReadAsRfc7240WritesItAndFieldsGivenTwiceAreNotGuessedAt) {
+  temp_dir dir;
+  fake_server dest([](const received&) { return fake_reply{201, R"({"code":0})"}; });
+  daemon_process d(dir, local_config());
+  // Spaces around "=" (BWS), a quoted value, the preference on a second Prefer field line: all
+  // ask for the wait, so the destination's answer comes back.
+  for (const std::map<std::string, std::string>& h :
+       {std::map<std::string, std::string>{{"Prefer", "wait = 2"}},
+        std::map<std::string, std::string>{{"Prefer", "wait=\"2\""}},
+        std::map<std::string, std::string>{{"Prefer", "respond-async"}, {"prefer", "wait=2"}},
+        std::map<std::string, std::string>{{"Prefer", "handling=lenient; x=1, WAIT=2"}}}) {
+    const auto a = post_resend(d, resend_body(dest.url("/x")), h);
+    EXPECT_EQ(a.status, 201) << h.begin()->second << ": " << a.body;
+  }
+  // A parameter of another preference is not a preference: no wait, a plain 202.
+  auto a = post_resend(d, resend_body(dest.url("/x")), {{"Prefer", "respond-async; wait=2"}});
+  EXPECT_EQ(a.status, 202) << a.body;
+  // Two Idempotency-Key fields: refused, nothing queued, whichever way they are spelled.
+  const auto jobs = sql_value(d.db_path(), "select count(*) from jobs");
+  a = post_resend(d, resend_body(dest.url("/x")),
+                  {{"Idempotency-Key", "bill-1"}, {"idempotency-key", "bill-2"}});
+  EXPECT_EQ(a.status, 400) << a.body;
+  EXPECT_EQ(json::parse(a.body)["code"], "bad_idempotency_key");
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), jobs);
+}
+
 TEST(Resend, PreferWaitAgainstASlowDestinationIsA202AndTheJobStillSucceeds) {
   temp_dir dir;
   gated_destination dest;
@@ -701,13 +733,15 @@ TEST(Cli, WithoutConfigTheCliReadsTheServicesConfig) {
   // As /etc/resendd/resendd.toml would be on an installed VM (RESENDD_CONFIG stands in for it
   // here; the default path is a constant in main.cpp).
   dir.write("service.toml", "[store]\npath = \"" + dir.file("elsewhere.db") + "\"\n");
-  ASSERT_EQ(run_resendd(dir, {"migrate"}, {{"RESENDD_CONFIG", dir.file("service.toml")}}).status, 0);
+  ASSERT_EQ(run_resendd(dir, {"migrate"}, {{"RESENDD_CONFIG", dir.file("service.toml")}}).status,
+            0);
   EXPECT_TRUE(std::filesystem::exists(dir.file("elsewhere.db")));
   const auto r = run_resendd(dir, {"jobs", "list"}, {{"RESENDD_CONFIG", dir.file("service.toml")}});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir.file("var/resendd.db")));  // not a second, empty one
   // A RESENDD_CONFIG that names no file is an error, as --config is.
-  EXPECT_NE(run_resendd(dir, {"jobs", "list"}, {{"RESENDD_CONFIG", dir.file("none.toml")}}).status, 0);
+  EXPECT_NE(run_resendd(dir, {"jobs", "list"}, {{"RESENDD_CONFIG", dir.file("none.toml")}}).status,
+            0);
 }
 
 TEST(Metrics, ParseStrictlyAndMove) {
@@ -765,7 +799,8 @@ TEST(Logs, JsonLinesCarryTheirJournaldPriority) {
     if (line.empty()) continue;
     ++n;
     ASSERT_GE(line.size(), 3u);
-    ASSERT_TRUE(line[0] == '<' && std::isdigit(static_cast<unsigned char>(line[1])) && line[2] == '>')
+    ASSERT_TRUE(line[0] == '<' && std::isdigit(static_cast<unsigned char>(line[1])) &&
+                line[2] == '>')
         << line;
     const auto j = json::parse(line.substr(3), nullptr, false);
     ASSERT_TRUE(j.is_object()) << line;
@@ -784,7 +819,8 @@ TEST(Logs, JsonLinesCarryTheirJournaldPriority) {
 TEST(OpenApi, TheDocumentIsValidAndNamesResendAndToken) {
   temp_dir dir;
   auto cfg = local_config();
-  cfg.replace(cfg.find("[server]\n"), 9, "[server]\npublic_url = \"https://resendd.example.com\"\n");
+  cfg.replace(cfg.find("[server]\n"), 9,
+              "[server]\npublic_url = \"https://resendd.example.com\"\n");
   daemon_process d(dir, cfg);
   const auto a = http_call(d.port(), "GET", "/openapi.json");
   ASSERT_EQ(a.status, 200);
@@ -809,9 +845,9 @@ TEST(Https, IntakeOverTlsWithATestCertificate) {
   const auto cert = make_cert(dir, "localhost");
   fake_server dest;
   auto cfg = local_config();
-  cfg.replace(cfg.find("[server]\n"), 9,
-              "[server]\ntls_cert = \"" + cert.cert_file + "\"\ntls_key = \"" + cert.key_file +
-                  "\"\n");
+  cfg.replace(
+      cfg.find("[server]\n"), 9,
+      "[server]\ntls_cert = \"" + cert.cert_file + "\"\ntls_key = \"" + cert.key_file + "\"\n");
   daemon_process d(dir, cfg);
   EXPECT_NE(d.log().find("(https,"), std::string::npos) << d.log();
   dir.write("body.json", resend_body(dest.url("/x")).dump());
