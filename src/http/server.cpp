@@ -260,6 +260,20 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
       co_await http::async_read_header(stream, buffer, parser,
                                        asio::redirect_error(asio::use_awaitable, ec));
       idle.erase(&beast::get_lowest_layer(stream));
+      // The header section's fields, taken now: Beast adds a chunked body's trailer fields to the
+      // same list (beside fields of the same name). Trailers are never read as header fields (RFC
+      // 9110 §6.5.1): an Authorization or Idempotency-Key sent after the body would count then.
+      incoming_request in;
+      if (!ec)
+        for (const auto& f : parser.get()) {
+          std::string name(f.name_string());
+          for (auto& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+          auto [it, fresh] = in.headers.try_emplace(name, f.value());
+          if (!fresh) {
+            it->second.append(", ").append(f.value());
+            if (!in.given_twice(name)) in.repeated.push_back(name);
+          }
+        }
       if (!ec) {
         if (auto bad = framing_problem(parser.get())) {
           spdlog::info("http: rejected a request: {}", *bad);
@@ -306,20 +320,10 @@ struct http_server::impl : std::enable_shared_from_this<http_server::impl> {
         break;
       }
       auto req = parser.release();
-      incoming_request in;
       // HEAD is GET without the body (RFC 9110 §9.3.2): the handler sees GET, write() drops it.
       const bool head = req.method() == http::verb::head;
       in.method = head ? std::string("GET") : std::string(req.method_string());
       in.target = origin_form(req.target());
-      for (const auto& f : req) {
-        std::string name(f.name_string());
-        for (auto& ch : name) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-        auto [it, fresh] = in.headers.try_emplace(name, f.value());
-        if (!fresh) {
-          it->second.append(", ").append(f.value());
-          if (!in.given_twice(name)) in.repeated.push_back(name);
-        }
-      }
       in.body = std::move(req.body());
       outgoing_response out;
       ++busy;

@@ -6,13 +6,13 @@
 #include <unistd.h>
 
 #include <boost/asio/connect.hpp>
-#include <fstream>
-#include <sstream>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/udp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <fstream>
+#include <sstream>
 
 #include "support/harness.h"
 
@@ -51,9 +51,7 @@ std::string raw_exchange(std::uint16_t port, const std::string& bytes, bool* clo
   }
 }
 
-std::string big_trailer() {
-  return "X-Big: " + std::string(70'000, 'a') + "\r\n";
-}
+std::string big_trailer() { return "X-Big: " + std::string(70'000, 'a') + "\r\n"; }
 
 }  // namespace
 
@@ -61,15 +59,44 @@ TEST(Hostile, OversizedTrailerFromAClientEndsOnlyThatRequest) {
   temp_dir dir;
   daemon_process d(dir, local_config(), {{"RESENDD_API_TOKENS", "tok-0123456789abcdef"}});
   bool closed = false;
-  const auto answer = raw_exchange(
-      d.port(),
-      "POST /resend HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" +
-          big_trailer() + "\r\n",
-      &closed);
+  const auto answer =
+      raw_exchange(d.port(),
+                   "POST /resend HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" +
+                       big_trailer() + "\r\n",
+                   &closed);
   EXPECT_TRUE(closed);
   EXPECT_EQ(answer.find("202"), std::string::npos) << answer.substr(0, 200);
   EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200) << d.log();
   EXPECT_TRUE(d.running());
+}
+
+TEST(Hostile, TrailerFieldsAreNeverReadAsHeaderFields) {
+  temp_dir dir;
+  fake_server dest([](const received&) { return fake_reply{}; });
+  const std::string token = "tok-0123456789abcdef";
+  daemon_process d(dir, local_config(), {{"RESENDD_API_TOKENS", token}});
+  const auto body = resend_body(dest.url("/x")).dump();
+  const auto chunked = [&](const std::string& headers, const std::string& trailers) {
+    std::ostringstream hex;
+    hex << std::hex << body.size();
+    return "POST /resend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers +
+           "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + hex.str() + "\r\n" + body +
+           "\r\n0\r\n" + trailers + "\r\n";
+  };
+  // A credential sent after the body is no credential.
+  auto answer = raw_exchange(d.port(), chunked("", "Authorization: Bearer " + token + "\r\n"));
+  EXPECT_EQ(answer.rfind("HTTP/1.1 401", 0), 0u) << answer.substr(0, 200);
+  // With the credential in the header, a trailer changes nothing: not the Idempotency-Key.
+  answer = raw_exchange(
+      d.port(), chunked("Authorization: Bearer " + token + "\r\nIdempotency-Key: bill-1\r\n",
+                        "Idempotency-Key: bill-2\r\n"));
+  ASSERT_EQ(answer.rfind("HTTP/1.1 202", 0), 0u) << answer.substr(0, 300);
+  const auto again = post_resend(
+      d, json::parse(body), {{"Authorization", "Bearer " + token}, {"Idempotency-Key", "bill-1"}});
+  EXPECT_NE(answer.find(json::parse(again.body)["id"].get<std::string>()), std::string::npos)
+      << answer << "\n"
+      << again.body;
+  EXPECT_EQ(sql_value(d.db_path(), "select count(*) from jobs"), "1");
 }
 
 TEST(Hostile, OversizedTrailerFromADestinationIsAFailedAttemptNotACrash) {
@@ -78,9 +105,10 @@ TEST(Hostile, OversizedTrailerFromADestinationIsAFailedAttemptNotACrash) {
   fake_server dest([&](const received&) {
     fake_reply r;
     if (++n == 1)
-      r.raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-              "\r\n2\r\n{}\r\n0\r\n" +
-              big_trailer() + "\r\n";
+      r.raw =
+          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+          "\r\n2\r\n{}\r\n0\r\n" +
+          big_trailer() + "\r\n";
     return r;
   });
   daemon_process d(dir, local_config());
@@ -123,9 +151,10 @@ TEST(Hostile, AmbiguousTransferEncodingIs400AndClosed) {
   fake_server dest;
   daemon_process d(dir, local_config());
   const auto smuggled = resend_body(dest.url("/x")).dump();
-  const std::string inner = "POST /resend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                            "Content-Length: " +
-                            std::to_string(smuggled.size()) + "\r\n\r\n" + smuggled;
+  const std::string inner =
+      "POST /resend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(smuggled.size()) + "\r\n\r\n" + smuggled;
   for (const char* te : {"chunked, identity", "identity", "gzip, chunked, identity"}) {
     bool closed = false;
     const auto answer =
@@ -198,9 +227,12 @@ TEST(Hostile, HeadIsGetWithoutABodyAnd405SaysWhatIsAllowed) {
   EXPECT_EQ(both.substr(both.size() - 15), R"({"status":"ok"})") << both;
   // 405 carries Allow, on every resource.
   const std::vector<std::tuple<std::string, std::string, std::string>> wrong = {
-      {"POST", "/healthz", "GET, HEAD"},    {"DELETE", "/metrics", "GET, HEAD"},
-      {"GET", "/resend", "POST"},           {"GET", "/token", "POST"},
-      {"PUT", "/jobs", "GET, HEAD"},        {"DELETE", "/jobs/some-id", "GET, HEAD"},
+      {"POST", "/healthz", "GET, HEAD"},
+      {"DELETE", "/metrics", "GET, HEAD"},
+      {"GET", "/resend", "POST"},
+      {"GET", "/token", "POST"},
+      {"PUT", "/jobs", "GET, HEAD"},
+      {"DELETE", "/jobs/some-id", "GET, HEAD"},
       {"GET", "/jobs/some-id/retry", "POST"}};
   for (const auto& [method, target, allow] : wrong) {
     const auto a = http_call(d.port(), method, target);
@@ -237,7 +269,8 @@ TEST(Hostile, HeadToADestinationSucceeds) {
     fake_reply reply;
     // An answer to HEAD carries the length of the body a GET would get, and no body.
     if (r.method == "HEAD")
-      reply.raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n";
+      reply.raw =
+          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n";
     return reply;
   });
   daemon_process d(dir, local_config());
@@ -274,9 +307,10 @@ TEST(Hostile, ANameWhoseDnsNeverAnswersDelaysNoOtherName) {
           dir.file("resolv.conf") + "' /etc/resolv.conf && exec \"$0\" \"$@\""};
   daemon_process d(dir, test_config(R"(^http://[a-z]+\.test:\d+/.*$)", "", ""), {}, wrapper);
   for (int i = 0; i < 8; ++i)
-    ASSERT_EQ(post_resend(d, resend_body("http://slow.test:" + port + "/x", "s" + std::to_string(i)))
-                  .status,
-              202);
+    ASSERT_EQ(
+        post_resend(d, resend_body("http://slow.test:" + port + "/x", "s" + std::to_string(i)))
+            .status,
+        202);
   ASSERT_TRUE(d.wait_log_count("queued on route", 8));
   const auto t0 = std::chrono::steady_clock::now();
   ASSERT_EQ(post_resend(d, resend_body("http://fast.test:" + port + "/x", "fast")).status, 202);
@@ -345,7 +379,8 @@ TEST(Hostile, OutOfDescriptorsPausesAcceptingAndRecovers) {
 // One address holding its share of connections cannot lock another address out.
 TEST(Hostile, OneClientAddressCannotTakeEveryConnection) {
   temp_dir dir;
-  const auto cfg = std::string("[server]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_client = 4\n");
+  const auto cfg =
+      std::string("[server]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_client = 4\n");
   daemon_process capped(dir, cfg);
   asio::io_context io;
   std::vector<std::unique_ptr<tcp::socket>> held;
