@@ -97,11 +97,6 @@ std::optional<millis> preferred_wait(const incoming_request& req, sys_time now) 
     }
   // preference = token [ BWS "=" BWS word ] *( OWS ";" [ OWS parameter ] ), in a list; a word
   // is a token or a quoted-string (RFC 7240 §2). Parameters are not preferences.
-  const auto trim = [](std::string_view v) {
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-    return v;
-  };
   const std::string prefer = req.header("prefer");
   for (std::size_t pos = 0; pos < prefer.size();) {
     const auto end = std::min(prefer.find(',', pos), prefer.size());
@@ -110,8 +105,8 @@ std::optional<millis> preferred_wait(const incoming_request& req, sys_time now) 
     item = item.substr(0, item.find(';'));
     const auto eq = item.find('=');
     if (eq == std::string_view::npos) continue;
-    const auto name = trim(item.substr(0, eq));
-    auto value = trim(item.substr(eq + 1));
+    const auto name = trim_ows(item.substr(0, eq));
+    auto value = trim_ows(item.substr(eq + 1));
     if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
       value = value.substr(1, value.size() - 2);
     if (name.size() == 4 && strncasecmp(name.data(), "wait", 4) == 0)

@@ -49,9 +49,7 @@ std::optional<std::string> framing_problem(const Fields& h) {
   if (n == 0) return std::nullopt;
   if (n > 1) return "more than one Transfer-Encoding field";
   if (h.count(http::field::content_length)) return "Transfer-Encoding and Content-Length together";
-  auto te = h[http::field::transfer_encoding];
-  while (!te.empty() && (te.front() == ' ' || te.front() == '\t')) te.remove_prefix(1);
-  while (!te.empty() && (te.back() == ' ' || te.back() == '\t')) te.remove_suffix(1);
+  const auto te = trim_ows(h[http::field::transfer_encoding]);
   if (!beast::iequals(te, "chunked")) return "Transfer-Encoding other than chunked";
   return std::nullopt;
 }

@@ -21,6 +21,14 @@ inline std::string origin_form_target(std::string_view encoded_target) {
   return out;
 }
 
+// Without the optional whitespace (spaces and tabs, RFC 9110 §5.6.3) around a field value or a
+// list element.
+inline std::string_view trim_ows(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
 // A request the server received, already read whole (within the configured limits).
 struct incoming_request {
   std::string method;  // "GET", "POST", ...

@@ -38,9 +38,7 @@ std::optional<sys_time> unix_time(const json& v) {
   constexpr std::int64_t year_9999_end = 253'402'300'799;
   std::int64_t s = -1;
   if (v.is_number_unsigned())
-    s = v.get<std::uint64_t>() <= std::uint64_t(year_9999_end)
-            ? std::int64_t(v.get<std::uint64_t>())
-            : -1;
+    s = std::int64_t(std::min<std::uint64_t>(v.get<std::uint64_t>(), year_9999_end + 1));
   else if (v.is_number_integer())
     s = v.get<std::int64_t>();
   else if (v.is_number_float()) {

@@ -31,6 +31,13 @@ std::string token_config(const std::string& coze_url) {
          "\"\n[log]\nlevel = \"debug\"\n";
 }
 
+// A generic route to 127.0.0.1 with credentials = "coze" (and `route_keys`), and the [coze]
+// section for `coze_url`.
+std::string coze_route_config(const std::string& coze_url, const std::string& route_keys = "") {
+  const auto coze = token_config(coze_url);
+  return local_config("credentials = \"coze\"\n" + route_keys, coze.substr(coze.find("[coze]")));
+}
+
 json token_request(const std::string& key = app_id) {
   return {{"public_key", kid}, {"coze_api_key", key}, {"duration_seconds", 900}};
 }
@@ -440,11 +447,7 @@ TEST(Credentials, CozeRouteGetsAFreshCozeAccessToken) {
       return fake_reply{401, R"({"code":4100})"};
     return fake_reply{200, R"({"code":0})"};
   });
-  daemon_process d(
-      dir,
-      local_config("credentials = \"coze\"",
-                   token_config(coze.url()).substr(token_config(coze.url()).find("[coze]"))),
-      {{"JWT_PRIVATE_KEY", keys.private_pem}});
+  daemon_process d(dir, coze_route_config(coze.url()), {{"JWT_PRIVATE_KEY", keys.private_pem}});
   const auto id = job_id(post_resend(d, resend_body(api.url("/v1/workflow/run"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log() << coze.last_error();
   EXPECT_EQ(coze.exchanges(), 1);
@@ -461,11 +464,8 @@ TEST(Credentials, AMintedTokenTheDestinationRefusesIsMintedAgainNotDead) {
       return fake_reply{401, R"({"code":4100,"msg":"authentication is invalid"})"};
     return fake_reply{200, R"({"code":0})"};
   });
-  daemon_process d(
-      dir,
-      local_config("credentials = \"coze\"\nmax_attempts = 1",
-                   token_config(coze.url()).substr(token_config(coze.url()).find("[coze]"))),
-      {{"JWT_PRIVATE_KEY", keys.private_pem}});
+  daemon_process d(dir, coze_route_config(coze.url(), "max_attempts = 1"),
+                   {{"JWT_PRIVATE_KEY", keys.private_pem}});
   auto id = job_id(post_resend(d, resend_body(api.url("/v1/workflow/run"))));
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 2: succeeded")) << d.log() << coze.last_error();
   EXPECT_EQ(coze.exchanges(), 2);
