@@ -37,12 +37,27 @@ namespace {
 using plain_stream = beast::tcp_stream;
 using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
+// An idle kept-alive connection is reusable only while nothing is waiting on it: readable means
+// the peer closed it (EOF) or sent bytes no request asked for; either way it is dropped.
+bool socket_idle(beast::tcp_stream& s) {
+  if (!s.socket().is_open()) return false;
+  char byte;
+  const auto n = ::recv(s.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 struct connection {
   std::variant<std::unique_ptr<plain_stream>, std::unique_ptr<tls_stream>> stream;
   steady::time_point idle_since;
   beast::tcp_stream& lowest() {
     return std::visit([](auto& s) -> beast::tcp_stream& { return beast::get_lowest_layer(*s); },
                       stream);
+  }
+  // Nothing waits on it: neither on the socket nor, over TLS, decrypted inside OpenSSL.
+  bool still_idle() {
+    const auto* tls = std::get_if<std::unique_ptr<tls_stream>>(&stream);
+    if (tls && SSL_pending((*tls)->native_handle()) > 0) return false;
+    return socket_idle(lowest());
   }
 };
 
@@ -102,15 +117,6 @@ std::optional<millis> wait_hint(const http::fields& f) {
   return best;
 }
 
-// An idle kept-alive connection is reusable only while nothing is waiting on it: readable means
-// the peer closed it (EOF) or sent bytes no request asked for; either way it is dropped.
-bool still_idle(beast::tcp_stream& s) {
-  if (!s.socket().is_open()) return false;
-  char byte;
-  const auto n = ::recv(s.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
 std::string describe(const beast::error_code& ec) {
   if (ec == beast::error::timeout) return "timed out";
   return ec.message();
@@ -142,7 +148,7 @@ struct http_client::impl {
     while (!list.empty()) {
       auto c = std::move(list.back());
       list.pop_back();
-      if (steady::now() - c->idle_since < opts.idle_timeout && still_idle(c->lowest())) return c;
+      if (steady::now() - c->idle_since < opts.idle_timeout && c->still_idle()) return c;
     }
     return nullptr;
   }
@@ -166,7 +172,7 @@ struct http_client::impl {
   void prune(const std::string& keep_key, steady::time_point now) {
     for (auto it = idle.begin(); it != idle.end();) {
       std::erase_if(it->second, [&](const std::unique_ptr<connection>& old) {
-        return now - old->idle_since >= opts.idle_timeout || !still_idle(old->lowest());
+        return now - old->idle_since >= opts.idle_timeout || !old->still_idle();
       });
       it = it->second.empty() && it->first != keep_key ? idle.erase(it) : std::next(it);
     }
@@ -334,7 +340,11 @@ asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
     out.status = status;
     out.body = std::move(res.body());
     out.retry_after = wait_hint(res.base());
-    co_return res.keep_alive() && status != 101;
+    // Bytes already read past the final answer answer no request: an answer longer than its
+    // Content-Length, or a peer out of step. They are dropped with the connection, which is not
+    // used again, so that nothing of them is ever read as the next request's answer
+    // (RFC 9112 §6.3).
+    co_return res.keep_alive() && status != 101 && buffer.size() == 0;
   }
 }
 

@@ -12,6 +12,8 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "support/harness.h"
@@ -144,6 +146,40 @@ TEST(Hostile, InterimAnswersAreSkippedAndTheNextJobGetsItsOwnAnswer) {
   ASSERT_TRUE(d.wait_log("job " + b + " attempt 1: dead")) << d.log();
   EXPECT_EQ(sql_value(d.db_path(), "select last_status from jobs where id = '" + b + "'"), "503");
   EXPECT_EQ(dest.count(), 2u);
+}
+
+TEST(Hostile, BytesPastAnAnswerAreNeverReadAsTheNextJobsAnswer) {
+  temp_dir dir;
+  // A destination whose Content-Length is short: A's answer says 10 bytes and 30 follow, the last
+  // of them only when another request comes on that connection, ahead of its answer.
+  std::mutex m;
+  std::map<std::size_t, int> per_connection;
+  fake_server dest([&](const received& r) {
+    int nth = 0;
+    {
+      std::lock_guard lock(m);
+      nth = ++per_connection[r.connection];
+    }
+    fake_reply reply;
+    const std::string ok = R"({"code":0})";
+    const std::string head =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n";
+    if (r.connection == 1 && nth == 1) reply.raw = head + ok + R"({"extra":"01234)";
+    if (r.connection == 1 && nth == 2) reply.raw = R"(56789"})" + head + ok;
+    return reply;
+  });
+  daemon_process d(dir, local_config());
+  const auto a = job_id(post_resend(d, resend_body(dest.url("/x"), "A")));
+  ASSERT_TRUE(d.wait_log("job " + a + " attempt 1: succeeded")) << d.log();
+  // Same origin: B goes out on a new connection and succeeds at its first attempt. Sent on A's
+  // connection, it read the rest of A's excess and failed as a malformed answer.
+  const auto b = job_id(post_resend(d, resend_body(dest.url("/x"), "B")));
+  ASSERT_TRUE(d.wait_log("job " + b + " attempt 1: ")) << d.log();
+  EXPECT_NE(d.log().find("job " + b + " attempt 1: succeeded"), std::string::npos) << d.log();
+  const auto got = dest.requests();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].connection, 1u);
+  EXPECT_NE(got[1].connection, 1u);
 }
 
 TEST(Hostile, AmbiguousTransferEncodingIs400AndClosed) {

@@ -88,14 +88,14 @@ void fake_server::accept_loop() {
     if (ec || stopping_) return;
     const int fd = sock.release(ec);
     open_fds_.push_back(fd);
-    threads_.emplace_back([this, fd] { serve(fd); });
+    threads_.emplace_back([this, fd, n = ++accepted_] { serve(fd, n); });
   }
 }
 
 namespace {
 
 template <class Stream>
-void serve_stream(Stream& stream, const fake_server::handler& h,
+void serve_stream(Stream& stream, std::size_t connection, const fake_server::handler& h,
                   const std::function<void(received)>& record) {
   beast::flat_buffer buffer;
   for (;;) {
@@ -106,6 +106,7 @@ void serve_stream(Stream& stream, const fake_server::handler& h,
     if (ec) return;
     auto& req = parser.get();
     received r;
+    r.connection = connection;
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());
     for (const auto& f : req) {
@@ -139,7 +140,7 @@ void serve_stream(Stream& stream, const fake_server::handler& h,
 
 }  // namespace
 
-void fake_server::serve(int fd) {
+void fake_server::serve(int fd, std::size_t connection) {
   asio::io_context io;
   tcp::socket sock(io, tcp::v4(), fd);
   // Declared after the socket, so it runs first: the fd leaves the list before it is closed
@@ -163,9 +164,9 @@ void fake_server::serve(int fd) {
     asio::ssl::stream<tcp::socket> stream(std::move(sock), impl_->tls);
     beast::error_code ec;
     stream.handshake(asio::ssl::stream_base::server, ec);
-    if (!ec) serve_stream(stream, handler_, record);
+    if (!ec) serve_stream(stream, connection, handler_, record);
   } else {
-    serve_stream(sock, handler_, record);
+    serve_stream(sock, connection, handler_, record);
   }
 }
 

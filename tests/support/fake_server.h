@@ -21,6 +21,7 @@ struct received {
   std::string method, target;
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
+  std::size_t connection = 0;  // the connection it came on: 1 for the first one accepted, …
   std::string header(const std::string& n) const {
     auto it = headers.find(n);
     return it == headers.end() ? "" : it->second;
@@ -57,7 +58,7 @@ class fake_server {
 
  private:
   void accept_loop();
-  void serve(int fd);
+  void serve(int fd, std::size_t connection);
 
   handler handler_;
   bool tls_ = false;
@@ -68,6 +69,7 @@ class fake_server {
   mutable std::condition_variable changed_;
   std::vector<received> requests_;
   std::vector<int> open_fds_;
+  std::size_t accepted_ = 0;
   std::vector<std::thread> threads_;
   std::thread acceptor_thread_;
   bool stopping_ = false;
