@@ -3,6 +3,7 @@
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -115,6 +116,27 @@ std::optional<millis> wait_hint(const http::fields& f) {
     if (!best || *m > *best) best = m;
   }
   return best;
+}
+
+// The id a destination gives its answer, for an operator to quote to its support (Feishu asks
+// for X-Tt-Logid). Kept only when short and visible ASCII: it goes into logs and the database.
+std::string answer_id(const http::fields& f) {
+  for (const char* name : {"X-Tt-Logid", "X-Request-Id"}) {
+    const auto it = f.find(name);
+    if (it == f.end()) continue;
+    const auto v = it->value();
+    const bool printable =
+        std::all_of(v.begin(), v.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+    if (v.empty() || v.size() > 128 || !printable) continue;
+    return std::string(name) + " " + std::string(v);
+  }
+  return {};
+}
+
+// What an answer's header says besides its status: a wait hint and the answer's id.
+void read_answer_fields(const http::fields& f, attempt_result& out) {
+  out.retry_after = wait_hint(f);
+  out.answer_id = answer_id(f);
 }
 
 std::string describe(const beast::error_code& ec) {
@@ -309,7 +331,7 @@ asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
       // Answered: the status stands, the body is kept as far as read.
       out.status = int(parser.get().result_int());
       out.body = std::move(parser.get().body());
-      out.retry_after = wait_hint(parser.get().base());
+      read_answer_fields(parser.get().base(), out);
       co_return false;
     }
     // A TLS peer that closes without close_notify after a body delimited by the close: the
@@ -320,7 +342,7 @@ asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
       auto& res = parser.get();
       out.status = int(res.result_int());
       out.body = std::move(res.body());
-      out.retry_after = wait_hint(res.base());
+      read_answer_fields(res.base(), out);
       co_return false;
     }
     if (ec) {
@@ -339,7 +361,7 @@ asio::awaitable<bool> http_client::impl::exchange(Stream& s, const target& t,
     }
     out.status = status;
     out.body = std::move(res.body());
-    out.retry_after = wait_hint(res.base());
+    read_answer_fields(res.base(), out);
     // Bytes already read past the final answer answer no request: an answer longer than its
     // Content-Length, or a peer out of step. They are dropped with the connection, which is not
     // used again, so that nothing of them is ever read as the next request's answer

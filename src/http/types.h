@@ -73,6 +73,9 @@ struct attempt_result {
   int status = 0;                     // HTTP status when answered
   std::string body;                   // the response body, possibly truncated
   std::optional<millis> retry_after;  // Retry-After or x-ogw-ratelimit-reset, when given
+  // How the destination names this answer for its support: "X-Tt-Logid 2026…" (Feishu), else
+  // "X-Request-Id …"; empty when it gave none, or none of up to 128 visible ASCII characters.
+  std::string answer_id;
   bool answered() const { return error.empty(); }
 };
 

@@ -310,6 +310,9 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
            {}};
     if (v.kind == outcome_kind::refresh_credentials && can_refresh && !used_token.empty())
       credentials->invalidate(r->cfg.credentials, used_token);
+    // The answer's id (Feishu's X-Tt-Logid) goes with the reason into the log line, the
+    // attempt's error, last_error and an alert: what the destination's support asks for.
+    if (!result.answer_id.empty()) v.reason += "; " + result.answer_id;
     const route_settings settings = r ? r->settings : cfg.delivery.defaults;
     const auto now = clk.now();
     // The attempt was counted when the job was claimed: the policy sees the count before it.

@@ -236,3 +236,41 @@ TEST(Feishu, NeitherTheRequestNorTheAnswerIsCompressedWhateverTheBotsHeadersSay)
   ASSERT_EQ(reqs.size(), 1u);
   EXPECT_EQ(reqs[0].header("accept-encoding"), "identity");
 }
+
+TEST(Feishu, EveryAttemptNamesTheAnswersLogIdAndAnUnfitOneIsLeftOut) {
+  temp_dir dir;
+  fake_feishu feishu;
+  feishu.script("app/t1",
+                {200, {{"code", 1254002}, {"msg", "Fail"}}, {{"X-Tt-Logid", "20261129ABCDEF01"}}});
+  // Too long, and not ASCII: neither goes into a log line or the database.
+  feishu.script("app/t2", {200,
+                           {{"code", 1254060}, {"msg", "TextFieldConvFail"}},
+                           {{"X-Tt-Logid", std::string(200, 'a')}}});
+  feishu.script("app/t3",
+                {200,
+                 {{"code", 1254060}, {"msg", "TextFieldConvFail"}},
+                 {{"X-Tt-Logid", "\xe6\x97\xa5\xe5\xbf\x97"}, {"X-Request-Id", "req-7"}}});
+  daemon_process d(dir, feishu_config());
+  const auto a = job_id(post_resend(d, resend_body(feishu.url("app", "t1"))));
+  ASSERT_TRUE(d.wait_log("job " + a + " attempt 2: succeeded")) << d.log();
+  const auto tries = attempt_rows(d, a, "error");
+  ASSERT_EQ(tries.size(), 2u);
+  EXPECT_NE(tries[0][0].find("1254002"), std::string::npos) << tries[0][0];
+  EXPECT_NE(tries[0][0].find("; X-Tt-Logid 20261129ABCDEF01"), std::string::npos) << tries[0][0];
+  // The success's own log id is in its log line (its error stays empty).
+  EXPECT_NE(d.log().find("job " + a + " attempt 2: succeeded (feishu 0: success; X-Tt-Logid fake-"),
+            std::string::npos)
+      << d.log();
+
+  const auto b = job_id(post_resend(d, resend_body(feishu.url("app", "t2"))));
+  const auto c = job_id(post_resend(d, resend_body(feishu.url("app", "t3"))));
+  ASSERT_TRUE(d.wait_log("job " + b + " attempt 1: dead")) << d.log();
+  ASSERT_TRUE(d.wait_log("job " + c + " attempt 1: dead")) << d.log();
+  const auto last_error = [&](const std::string& id) {
+    return sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'");
+  };
+  EXPECT_NE(last_error(b).find("1254060"), std::string::npos) << last_error(b);
+  EXPECT_EQ(last_error(b).find("X-Tt-Logid"), std::string::npos) << last_error(b);
+  EXPECT_EQ(last_error(c).find("X-Tt-Logid"), std::string::npos) << last_error(c);
+  EXPECT_NE(last_error(c).find("; X-Request-Id req-7"), std::string::npos) << last_error(c);
+}

@@ -68,8 +68,9 @@ class fake_feishu {
   const fake_server& server() const { return server_; }
 
  private:
+  // Every answer carries a log id, as Feishu's do.
   fake_reply answer(int status, const nlohmann::json& body) {
-    return {status, body.dump(), {}, false};
+    return {status, body.dump(), {{"X-Tt-Logid", "fake-logid-" + std::to_string(++logids_)}}};
   }
 
   fake_reply handle(const received& r) {
@@ -114,7 +115,7 @@ class fake_feishu {
       queue.pop_front();
       if (!s.store_then_drop) {
         fake_reply f = answer(s.status, s.body);
-        f.headers = s.headers;
+        f.headers.insert(f.headers.end(), s.headers.begin(), s.headers.end());  // later ones win
         return f;
       }
       drop = true;
@@ -153,6 +154,7 @@ class fake_feishu {
   int total_in_flight_ = 0;
   std::atomic<int> overlaps_{0};
   std::atomic<int> max_total_{0};
+  std::atomic<int> logids_{0};
   fake_server server_;  // last: it stops (joins its threads) before the state above goes
 };
 
