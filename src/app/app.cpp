@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -57,6 +58,27 @@ std::chrono::microseconds watchdog_interval() {
   return {};
 }
 
+// Queued jobs of a route the configuration no longer names are dead at their next attempt unless
+// their location matches another route (delivery matches by location): said at start and at each
+// reload, while the route can still be brought back.
+void warn_of_unnamed_routes(const store::job_counts& counts, const route_table& routes,
+                            std::string_view when) {
+  std::int64_t jobs = 0;
+  std::string names;
+  for (const auto& [k, n] : counts) {
+    const auto named = [&k](const auto& r) { return r->cfg.name == k.second; };
+    if (k.first != "queued" || n <= 0 || std::ranges::any_of(routes.all(), named)) continue;
+    jobs += n;
+    names += (names.empty() ? "" : ", ") + k.second;
+  }
+  if (jobs > 0)
+    spdlog::warn(
+        "{}{} queued job(s) of route(s) [{}], which the configuration no longer names: each is "
+        "dead at its next attempt unless its location matches another route (bring the route "
+        "back, then `resendd jobs retry --state dead`)",
+        when, jobs, names);
+}
+
 // Runs the io_context until it is stopped. An exception thrown inside a completion handler (Beast
 // throws from its parser on, say, an oversized trailer field) propagates out of run(): the
 // operation it belonged to is gone, and with it the coroutine waiting on it, whose frame is
@@ -85,13 +107,13 @@ void raise_fd_limit(const config& cfg) {
     ::setrlimit(RLIMIT_NOFILE, &lim);
     ::getrlimit(RLIMIT_NOFILE, &lim);
   }
-  const auto need = rlim_t(cfg.server.max_connections) +
-                    rlim_t(cfg.delivery.defaults.concurrency) + 64;
+  const auto need =
+      rlim_t(cfg.server.max_connections) + rlim_t(cfg.delivery.defaults.concurrency) + 64;
   if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur < need)
-    spdlog::warn("open files limit {} is below what server.max_connections ({}) and "
-                 "delivery.concurrency ({}) may need ({}): raise LimitNOFILE or lower them",
-                 lim.rlim_cur, cfg.server.max_connections, cfg.delivery.defaults.concurrency,
-                 need);
+    spdlog::warn(
+        "open files limit {} is below what server.max_connections ({}) and "
+        "delivery.concurrency ({}) may need ({}): raise LimitNOFILE or lower them",
+        lim.rlim_cur, cfg.server.max_connections, cfg.delivery.defaults.concurrency, need);
 }
 
 }  // namespace
@@ -189,10 +211,10 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
     store::lock_holder holder;
     lock = store::database_lock::try_acquire(cfg.store.path, &holder);
     if (!lock)
-      throw std::runtime_error("another resendd" +
-                               (holder.pid ? " (pid " + std::to_string(holder.pid) + ")"
-                                           : std::string()) +
-                               " is serving " + cfg.store.path + "; refusing to start");
+      throw std::runtime_error(
+          "another resendd" +
+          (holder.pid ? " (pid " + std::to_string(holder.pid) + ")" : std::string()) +
+          " is serving " + cfg.store.path + "; refusing to start");
   }
 
   // Order matters: the store outlives everything that posts to it; the io_context outlives the
@@ -200,7 +222,8 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
   asio::io_context io{1};
   char hostname[256] = {};
   ::gethostname(hostname, sizeof hostname - 1);
-  auto store_ptr = open_store(cfg, clk.now(), false, std::string(hostname) + "/" + cfg.server.listen);
+  auto store_ptr =
+      open_store(cfg, clk.now(), false, std::string(hostname) + "/" + cfg.server.listen);
   auto& store = *store_ptr;
   // We hold the lock (SQLite) or our slot (PostgreSQL): whatever we were delivering was cut off
   // by a process that is gone. Its attempt stays counted, so a job that kills the daemon dies
@@ -215,8 +238,8 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
   copts.idle_timeout = cfg.delivery.idle_timeout;
   // Every delivery slot may be talking to one origin (Feishu): keep a connection for each, or
   // most deliveries pay a new TCP (and TLS) handshake. Idle ones still go after idle_timeout.
-  copts.max_idle_per_origin =
-      std::max<std::size_t>(copts.max_idle_per_origin, std::size_t(cfg.delivery.defaults.concurrency));
+  copts.max_idle_per_origin = std::max<std::size_t>(copts.max_idle_per_origin,
+                                                    std::size_t(cfg.delivery.defaults.concurrency));
   // Large requests are parsed here, not on the network thread (queue/intake.h
   // large_request_bytes): the /resend check, and a delivery's build and scrub.
   asio::thread_pool work_pool(1);
@@ -286,6 +309,7 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
                  tls_again ? ", TLS certificate read again" : "",
                  rest.empty() ? "" : "; changed but kept until a restart: " + rest);
     set_log_level(cfg.log.level);  // after the line above, which a quieter level would hide
+    warn_of_unnamed_routes(queue.counts(), routes, "SIGHUP: ");
   };
   await_hangup = [&] {
     hangups.async_wait([&](const boost::system::error_code& ec, int) {
@@ -342,12 +366,15 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
 
   const auto bound = server.start();
   const std::string scheme = cfg.server.tls_cert.empty() ? "http://" : "https://";
-  if (lock) lock->publish(scheme + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
-                std::to_string(bound));
+  if (lock)
+    lock->publish(scheme + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                  std::to_string(bound));
   spdlog::info("listening on {}:{} ({}, store {}, {} route(s), concurrency {})",
                host.find(':') != std::string::npos ? "[" + host + "]" : host, bound,
-               cfg.server.tls_cert.empty() ? "http" : "https", shared ? mask_pg_url(cfg.store.url) : cfg.store.path,
-               routes.all().size(), cfg.delivery.defaults.concurrency);
+               cfg.server.tls_cert.empty() ? "http" : "https",
+               shared ? mask_pg_url(cfg.store.url) : cfg.store.path, routes.all().size(),
+               cfg.delivery.defaults.concurrency);
+  warn_of_unnamed_routes(queue.counts(), routes, "");
   store.on_wake([&dispatch] { dispatch.wake(); });  // another daemon queued a job or freed a slot
   dispatch.start();
   alerts.start();

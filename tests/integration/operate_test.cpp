@@ -239,6 +239,49 @@ TEST(Alerts, ADeathWhoseAlertWasLostToACrashIsReportedAtTheNextStart) {
   EXPECT_EQ(hook.count(), 2u);
 }
 
+TEST(Reload, AQueuedJobWhoseRouteIsGoneIsDeadUnsentAndComesBackWithRetry) {
+  temp_dir dir;
+  std::atomic<int> n{0};
+  fake_server dest([&](const received&) {
+    fake_reply r{};
+    if (++n == 1) {
+      r = fake_reply{503, "{}"};
+      r.headers.emplace_back("Retry-After", "3");
+    }
+    return r;
+  });
+  const auto first = test_config(R"(^http://127\.0\.0\.1:\d+/a$)", "", "");
+  daemon_process d(dir, first);
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/a"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: retry")) << d.log();
+  // Within the 3 s the destination asked for, the route is replaced by one named otherwise for
+  // another path: the job's route is not configured and its location matches nothing.
+  auto second = first;
+  second.replace(second.find("name = \"local\""), 14, "name = \"other\"");
+  second.replace(second.find("/a$"), 3, "/b$");
+  dir.write("resendd.toml", second);
+  d.send_signal(SIGHUP);
+  ASSERT_TRUE(d.wait_log("SIGHUP: configuration reloaded")) << d.log();
+  // Said at once, while the route can still come back.
+  EXPECT_TRUE(
+      d.wait_log("SIGHUP: 1 queued job(s) of route(s) [local], which the configuration no "
+                 "longer names: each is dead at its next attempt"))
+      << d.log();
+  ASSERT_TRUE(
+      d.wait_log("job " + id + " attempt 2: dead: location matches no configured route any more"))
+      << d.log();
+  EXPECT_EQ(dest.count(), 1u);  // not sent
+  // The route back, and the job queued again: delivered.
+  dir.write("resendd.toml", first);
+  d.send_signal(SIGHUP);
+  ASSERT_TRUE(d.wait_log_count("SIGHUP: configuration reloaded", 2)) << d.log();
+  const auto again = http_call(d.port(), "POST", "/jobs/retry?state=dead");
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(json::parse(again.body)["count"], 1);
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 3: succeeded")) << d.log();
+  EXPECT_EQ(dest.count(), 2u);
+}
+
 TEST(Reload, SighupAppliesRoutesTokensAndLogLevelAndABadFileChangesNothing) {
   temp_dir dir;
   fake_server dest([](const received& r) {
