@@ -46,6 +46,42 @@ class json_message final : public spdlog::custom_flag_formatter {
   }
 };
 
+// `%E`: the message with its control characters written as escapes (`\n`, `\x1b`, `\u009b`),
+// for log.format = "text". A message quotes what bots and destinations sent (a json_parse path,
+// a header name, Feishu's `msg`): a newline in it would start a line of its own, one that reads
+// like any other ("… job X attempt 1: succeeded"), and an escape sequence would drive the
+// terminal of whoever tails the log. One message is one line.
+class escaped_message final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const std::string_view text(msg.payload.data(), msg.payload.size());
+    static constexpr char hex[] = "0123456789abcdef";
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      const bool c1 = c == 0xc2 && i + 1 < text.size() &&
+                      static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+                      static_cast<unsigned char>(text[i + 1]) <= 0x9f;  // U+0080–U+009F
+      if (c1) {
+        const auto u = static_cast<unsigned char>(text[++i]);
+        const char esc[] = {'\\', 'u', '0', '0', hex[u >> 4], hex[u & 15]};
+        dest.append(esc, esc + sizeof esc);
+      } else if (c == '\n' || c == '\r' || c == '\t') {
+        const char esc[] = {'\\', c == '\n' ? 'n' : c == '\r' ? 'r' : 't'};
+        dest.append(esc, esc + sizeof esc);
+      } else if (c < 0x20 || c == 0x7f) {
+        const char esc[] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+        dest.append(esc, esc + sizeof esc);
+      } else {
+        dest.push_back(char(c));
+      }
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<escaped_message>();
+  }
+};
+
 }  // namespace
 
 bool setup_logging(std::string_view level, std::string_view format) {
@@ -57,10 +93,10 @@ bool setup_logging(std::string_view level, std::string_view format) {
   const bool journald = std::getenv("JOURNAL_STREAM") != nullptr;
   const std::string prefix = journald ? "%*" : "";
   auto f = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
-  f->add_flag<journald_priority>('*').add_flag<json_message>('J');
+  f->add_flag<journald_priority>('*').add_flag<json_message>('J').add_flag<escaped_message>('E');
   f->set_pattern(format == "json"
                      ? prefix + R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","msg":%J})"
-                     : prefix + "%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v");
+                     : prefix + "%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %E");
   logger->set_formatter(std::move(f));
   logger->set_level(lvl);
   logger->flush_on(spdlog::level::info);

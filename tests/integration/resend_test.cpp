@@ -816,6 +816,43 @@ TEST(Logs, JsonLinesCarryTheirJournaldPriority) {
   EXPECT_GE(n, 4);
 }
 
+TEST(Logs, AMessageIsOneLineWhateverABotOrADestinationPutInIt) {
+  temp_dir dir;
+  // Feishu's msg with a line that reads like the daemon's own, an escape sequence and a C1 CSI.
+  const std::string forged = "2026-11-29T00:00:00.000Z info job FORGED attempt 1: succeeded";
+  fake_server dest([&](const received&) {
+    return fake_reply{200,
+                      json{{"code", 1254060}, {"msg", "bad\n" + forged + "\x1b[2J\u009b"}}.dump()};
+  });
+  daemon_process d(dir, test_config(R"(^http://127\.0\.0\.1:\d+/.*$)", "profile = \"feishu\"", ""));
+  // A bot's json_parse path and header name, quoted in the refusals' log lines.
+  auto path = resend_body(dest.url("/x"));
+  path["commands"]["json_parse"] = {"$.params\n" + forged};
+  EXPECT_EQ(post_resend(d, path).status, 400);
+  auto header = resend_body(dest.url("/x"));
+  header["headers"]["X-A\r\n" + forged] = "v";
+  EXPECT_EQ(post_resend(d, header).status, 400);
+  const auto id = job_id(post_resend(d, resend_body(dest.url("/x"))));
+  ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
+  d.send_signal(SIGTERM);
+  EXPECT_EQ(d.wait_exit(), 0) << d.log();
+  const auto log = d.log();
+  std::istringstream lines(log);
+  int quoted = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line == "<exited>") continue;  // the harness's mark
+    // Every line is one of the daemon's own: it starts with its time.
+    EXPECT_TRUE(line.size() > 24 && line[4] == '-' && line[10] == 'T' && line[23] == 'Z') << line;
+    EXPECT_NE(line.rfind(forged, 0), 0u) << line;
+    quoted += line.find("\\n" + forged) != std::string::npos;
+  }
+  EXPECT_EQ(quoted, 3) << log;  // the path, the header name and Feishu's msg, each escaped
+  EXPECT_NE(log.find("\\r\\n" + forged), std::string::npos) << log;
+  EXPECT_NE(log.find("\\x1b[2J\\u009b"), std::string::npos) << log;
+  EXPECT_EQ(log.find('\x1b'), std::string::npos);
+  EXPECT_EQ(log.find("\xc2\x9b"), std::string::npos);
+}
+
 TEST(OpenApi, TheDocumentIsValidAndNamesResendAndToken) {
   temp_dir dir;
   auto cfg = local_config();
