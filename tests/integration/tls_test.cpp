@@ -38,6 +38,20 @@ TEST(Tls, DestinationSignedByTheConfiguredCaSucceeds) {
   EXPECT_TRUE(nlohmann::json::parse(dest.requests()[0].body)["records"][0]["fields"].is_object());
 }
 
+TEST(Tls, JobsToOneOriginShareOneConnectionAndOneHandshake) {
+  temp_dir dir;
+  const auto cert = make_cert(dir, "localhost");
+  fake_server dest(nullptr, &cert);
+  daemon_process d(dir, tls_config(dir));
+  for (int i = 0; i < 3; ++i) {
+    const auto id = job_id(post_resend(d, resend_body(dest.url("/secure"))));
+    ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: succeeded")) << d.log();
+  }
+  const auto got = dest.requests();
+  ASSERT_EQ(got.size(), 3u);
+  for (const auto& r : got) EXPECT_EQ(r.connection, 1u);  // kept alive, reused
+}
+
 TEST(Tls, CertificateForAnotherHostNeverReceivesTheRequest) {
   temp_dir dir;
   const auto cert = make_cert(dir, "other.example");
