@@ -30,7 +30,11 @@ lock_holder read_holder(int fd) {
 
 std::unique_ptr<database_lock> database_lock::try_acquire(const std::string& db_path,
                                                           lock_holder* holder) {
-  const std::string path = db_path + ".lock";
+  // Beside the database file itself: symlinks, "." and ".." resolved (as SQLite resolves them to
+  // place its -wal file), so no spelling of the path reaches the file without this lock.
+  std::error_code ec;
+  const auto file = std::filesystem::weakly_canonical(db_path, ec);
+  const std::string path = (ec ? db_path : file.string()) + ".lock";
   const std::filesystem::path p(path);
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);

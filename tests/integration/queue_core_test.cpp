@@ -110,9 +110,9 @@ bool eventually(Pred pred, int tries = 200) {
 }
 
 long ms_since(std::chrono::steady_clock::time_point t0) {
-  return long(std::chrono::duration_cast<std::chrono::milliseconds>(
-                  std::chrono::steady_clock::now() - t0)
-                  .count());
+  return long(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
 }
 
 }  // namespace
@@ -125,7 +125,8 @@ TEST(QueueCore, FailedFinishIsRecordedLaterAndTheTableIsNotBlocked) {
     return fake_reply{};
   });
   // All jobs share one key (one table): a stuck job would block the other one.
-  daemon_process d(dir, local_config("serialize_by = \"host\"", "[store]\nbusy_timeout = \"100ms\"\n"));
+  daemon_process d(dir,
+                   local_config("serialize_by = \"host\"", "[store]\nbusy_timeout = \"100ms\"\n"));
   const auto one = job_id(post_resend(d, resend_body(dest.url("/x"), "one")));
   ASSERT_TRUE(first.wait_held(1));
   const auto from = d.log_lines();
@@ -168,6 +169,25 @@ TEST(QueueCore, SecondServeIsRefusedAndTheFirstDeliversExactlyOnce) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(count_marker(dest, "m" + std::to_string(i)), 1u);
 }
 
+TEST(QueueCore, ASecondServeReachingTheFileByAnotherPathIsRefusedToo) {
+  SQLITE_ONLY("one daemon per file; on PostgreSQL several serve one queue (MultiDaemon tests)");
+  temp_dir dir;
+  daemon_process d(dir, local_config());
+  // A symlink to the database (what /var/lib/resendd -> /data/resendd makes of a path), and a
+  // spelling with "." and "..": each must find the running daemon's lock.
+  std::filesystem::create_directories(dir.file("elsewhere"));
+  std::filesystem::create_symlink(d.db_path(), dir.file("elsewhere/alias.db"));
+  for (const auto& path :
+       {dir.file("elsewhere/alias.db"), dir.file("elsewhere/../var/./resendd.db")}) {
+    dir.write("second.toml", local_config("", "[store]\npath = \"" + path + "\"\n"));
+    const auto second = run_resendd(dir, {"serve", "--config", dir.file("second.toml")}, {},
+                                    std::chrono::seconds(10));
+    EXPECT_EQ(second.status, 1) << path << "\n" << second.output;
+    EXPECT_NE(second.output.find("refusing to start"), std::string::npos) << second.output;
+  }
+  EXPECT_EQ(http_call(d.port(), "GET", "/healthz").status, 200);
+}
+
 TEST(QueueCore, CancelAndRetryDuringADeliveryNeverRunTwoAtOnce) {
   temp_dir dir;
   valve v;
@@ -203,12 +223,13 @@ TEST(QueueCore, ABusyRouteDoesNotStarveAnother) {
     return fake_reply{};
   });
   fake_server b;
-  const auto cfg = "[server]\nlisten = \"127.0.0.1:0\"\n"
-                   "[[routes]]\nname = \"a\"\nmatch = '^http://127\\.0\\.0\\.1:" +
-                   std::to_string(a.port()) +
-                   "/.*$'\nallow_private_networks = true\nconcurrency = 1\n"
-                   "[[routes]]\nname = \"b\"\nmatch = '^http://127\\.0\\.0\\.1:" +
-                   std::to_string(b.port()) + "/.*$'\nallow_private_networks = true\n";
+  const auto cfg =
+      "[server]\nlisten = \"127.0.0.1:0\"\n"
+      "[[routes]]\nname = \"a\"\nmatch = '^http://127\\.0\\.0\\.1:" +
+      std::to_string(a.port()) +
+      "/.*$'\nallow_private_networks = true\nconcurrency = 1\n"
+      "[[routes]]\nname = \"b\"\nmatch = '^http://127\\.0\\.0\\.1:" +
+      std::to_string(b.port()) + "/.*$'\nallow_private_networks = true\n";
   daemon_process d(dir, cfg);
   constexpr int jobs = 3000;
   std::atomic<int> next{0}, accepted{0};
@@ -279,10 +300,13 @@ TEST(QueueCore, FullDiskIsNotReadyThenRecoversWithoutARestart) {
   ASSERT_GT(accepted, 5);
   EXPECT_EQ(http_call(d.port(), "GET", "/readyz").status, 503);
   // The operator makes room: delivered jobs are purged (through the running daemon).
-  ASSERT_TRUE(eventually([&] {
-    run_resendd(dir, {"jobs", "purge", "--older-than", "0s"});
-    return post_resend(d, resend_body(dest.url("/x"), "after")).status == 202;
-  }, 10)) << d.log();
+  ASSERT_TRUE(eventually(
+      [&] {
+        run_resendd(dir, {"jobs", "purge", "--older-than", "0s"});
+        return post_resend(d, resend_body(dest.url("/x"), "after")).status == 202;
+      },
+      10))
+      << d.log();
   ASSERT_TRUE(eventually([&] { return http_call(d.port(), "GET", "/readyz").status == 200; }));
 }
 
@@ -343,8 +367,7 @@ TEST(QueueCore, JobThatKillsTheDaemonDiesAfterMaxAttemptsRestarts) {
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 1: dead")) << d.log();
   EXPECT_EQ(dest.count(), 3u);  // not sent a fourth time
   EXPECT_EQ(state_of(d, id), "dead");
-  const auto why =
-      sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'");
+  const auto why = sql_value(d.db_path(), "select last_error from jobs where id = '" + id + "'");
   EXPECT_NE(why.find("max_attempts (3) used up"), std::string::npos) << why;
   never.open();
 }
@@ -369,16 +392,15 @@ TEST(QueueCore, LargePurgeRunsInSmallStepsBesideIntakeAndShrinksTheFile) {
     // Old finished jobs with an attempt each, written as an older daemon would have left them.
     SQLite::Database db(dir.file("var/resendd.db"), SQLite::OPEN_READWRITE);
     db.exec("BEGIN");
-    db.exec(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " +
-        std::to_string(purge_jobs) +
-        ") INSERT INTO jobs (id, state, route, method, location, request, attempts, "
-        "next_attempt_at, created_at, updated_at, finished_at, last_status) SELECT "
-        "printf('old-%08d', i), 'succeeded', 'local', 'POST', 'http://127.0.0.1:1/x', "
-        "'{\"location\":\"http://127.0.0.1:1/x\",\"params\":{\"records\":[{\"fields\":"
-        "{\"note\":\"lunch at the noodle place\",\"amount\":32.5}}]}}', 1, "
-        "'2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', "
-        "'2026-01-01T00:00:01.000Z', 200 FROM n");
+    db.exec("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < " +
+            std::to_string(purge_jobs) +
+            ") INSERT INTO jobs (id, state, route, method, location, request, attempts, "
+            "next_attempt_at, created_at, updated_at, finished_at, last_status) SELECT "
+            "printf('old-%08d', i), 'succeeded', 'local', 'POST', 'http://127.0.0.1:1/x', "
+            "'{\"location\":\"http://127.0.0.1:1/x\",\"params\":{\"records\":[{\"fields\":"
+            "{\"note\":\"lunch at the noodle place\",\"amount\":32.5}}]}}', 1, "
+            "'2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', "
+            "'2026-01-01T00:00:01.000Z', 200 FROM n");
     db.exec(
         "INSERT INTO attempts (job_id, n, started_at, duration_ms, http_status, outcome, response) "
         "SELECT id, 1, created_at, 40, 200, 'succeeded', '{\"code\":0,\"msg\":\"success\"}' "
@@ -399,8 +421,8 @@ TEST(QueueCore, LargePurgeRunsInSmallStepsBesideIntakeAndShrinksTheFile) {
         const auto t0 = std::chrono::steady_clock::now();
         int status = 0;
         try {
-          status = post_resend(d, resend_body(dest.url("/x"), std::to_string(t) + "-" +
-                                                                   std::to_string(i)))
+          status = post_resend(
+                       d, resend_body(dest.url("/x"), std::to_string(t) + "-" + std::to_string(i)))
                        .status;
         } catch (const std::exception&) {
           status = -1;  // the daemon is gone: counted as refused
@@ -414,7 +436,8 @@ TEST(QueueCore, LargePurgeRunsInSmallStepsBesideIntakeAndShrinksTheFile) {
   const auto r = run_resendd(dir, {"jobs", "purge", "--older-than", "1d"});
   purging = false;
   for (auto& t : bots) t.join();
-  ASSERT_EQ(r.status, 0) << r.output << d.log().substr(d.log().size() > 3000 ? d.log().size() - 3000 : 0);
+  ASSERT_EQ(r.status, 0) << r.output
+                         << d.log().substr(d.log().size() > 3000 ? d.log().size() - 3000 : 0);
   EXPECT_NE(r.output.find(std::to_string(purge_jobs) + " job(s) purged"), std::string::npos)
       << r.output;
   EXPECT_TRUE(d.wait_log("purge: " + std::to_string(purge_jobs) + " job(s) deleted")) << d.log();
@@ -422,9 +445,9 @@ TEST(QueueCore, LargePurgeRunsInSmallStepsBesideIntakeAndShrinksTheFile) {
   ASSERT_FALSE(latencies.empty());
   std::sort(latencies.begin(), latencies.end());
   const long p99 = latencies[latencies.size() * 99 / 100];
-  std::cout << "purge of " << purge_jobs << " jobs beside " << latencies.size()
-            << " /resend: p50 " << latencies[latencies.size() / 2] << " ms, p99 " << p99
-            << " ms, max " << latencies.back() << " ms\n";
+  std::cout << "purge of " << purge_jobs << " jobs beside " << latencies.size() << " /resend: p50 "
+            << latencies[latencies.size() / 2] << " ms, p99 " << p99 << " ms, max "
+            << latencies.back() << " ms\n";
   if (timed) {
     EXPECT_LT(p99, 100) << latencies.size() << " requests during the purge";
   }
@@ -453,7 +476,8 @@ TEST(QueueCore, CleanStopLeavesEverythingInTheDatabaseFile) {
   const auto wal = d.db_path() + "-wal";
   EXPECT_TRUE(!std::filesystem::exists(wal) || std::filesystem::file_size(wal) == 0);
   std::filesystem::copy_file(d.db_path(), dir.file("copy.db"));
-  EXPECT_EQ(sql_value(dir.file("copy.db"), "select count(*) from jobs where state = 'queued'"), "5");
+  EXPECT_EQ(sql_value(dir.file("copy.db"), "select count(*) from jobs where state = 'queued'"),
+            "5");
   // The CLI reads it without a daemon, and says so when there is no database at all.
   auto r = run_resendd(dir, {"--config", dir.file("resendd.toml"), "jobs", "list"});
   EXPECT_EQ(r.status, 0) << r.output;
@@ -482,8 +506,8 @@ TEST(QueueCore, RetentionDeletesWhatIsDueAndNothingElseAndTheFileShrinks) {
                          int finished_min, const std::string& key) {
       db.exec(
           "INSERT INTO jobs (id, state, route, method, location, request, idempotency_key, "
-          "next_attempt_at, created_at, updated_at, finished_at) VALUES ('" + id + "', '" +
-          state + "', 'local', 'POST', 'http://127.0.0.1:1/x', '{}', " +
+          "next_attempt_at, created_at, updated_at, finished_at) VALUES ('" +
+          id + "', '" + state + "', 'local', 'POST', 'http://127.0.0.1:1/x', '{}', " +
           (key.empty() ? "NULL" : "'" + key + "'") + ", " + ago(created_min) + ", " +
           ago(created_min) + ", " + ago(created_min) + ", " +
           (finished_min < 0 ? "NULL" : ago(finished_min)) + ")");
@@ -493,10 +517,10 @@ TEST(QueueCore, RetentionDeletesWhatIsDueAndNothingElseAndTheFileShrinks) {
     job("s-new", "succeeded", 20, 10, "");        // kept
     job("k-day", "succeeded", 120, 60, "key-1");  // past 30m, but its key is < 24 h old: kept
     job("k-old", "succeeded", 26 * 60, 25 * 60, "key-2");  // key older than 24 h: deleted
-    job("d-old", "dead", 200, 180, "");           // past 2h: deleted
-    job("d-new", "dead", 70, 60, "");             // kept
-    job("c-old", "cancelled", 200, 180, "");      // deleted
-    job("q-old", "queued", 300, -1, "");          // never finished: kept
+    job("d-old", "dead", 200, 180, "");                    // past 2h: deleted
+    job("d-new", "dead", 70, 60, "");                      // kept
+    job("c-old", "cancelled", 200, 180, "");               // deleted
+    job("q-old", "queued", 300, -1, "");                   // never finished: kept
     // Bulk, so that the file has something to give back.
     db.exec(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "

@@ -2,10 +2,12 @@
 
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -221,12 +223,29 @@ int daemon_process::terminate() {
 }
 
 command_result run_resendd(const temp_dir& dir, const std::vector<std::string>& args,
-                           const std::map<std::string, std::string>& env) {
+                           const std::map<std::string, std::string>& env,
+                           std::chrono::milliseconds limit) {
   int fd = -1;
   const pid_t pid = spawn(dir, args, env, fd);
   std::string out;
   char buf[4096];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, std::size_t(n));
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  bool limited = limit.count() > 0;
+  for (;;) {
+    if (limited) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, int(std::max<std::int64_t>(left.count(), 0))) == 0) {
+        ::kill(pid, SIGTERM);  // then read on until it has gone
+        limited = false;
+        continue;
+      }
+    }
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, std::size_t(n));
+  }
   ::close(fd);
   int status = 0;
   ::waitpid(pid, &status, 0);

@@ -65,8 +65,10 @@ struct command_result {
   int status;
   std::string output;
 };
+// `limit` > 0: a command still running after it is stopped with SIGTERM (its status then says so).
 command_result run_resendd(const temp_dir& dir, const std::vector<std::string>& args,
-                           const std::map<std::string, std::string>& env = {});
+                           const std::map<std::string, std::string>& env = {},
+                           std::chrono::milliseconds limit = std::chrono::milliseconds(0));
 
 // The backend the suite runs against: SQLite, or PostgreSQL when RESENDD_TEST_PG_FILE names a
 // file holding a server's URL (ctest's "postgres." tests: scripts/pg_cluster.sh starts it).
@@ -76,8 +78,8 @@ bool on_postgres();
 std::string store_url(const temp_dir& dir);
 
 // A test of something only the SQLite backend has (the file, its lock, WAL, vacuum).
-#define SQLITE_ONLY(why)                                  \
-  do {                                                    \
+#define SQLITE_ONLY(why)                                                        \
+  do {                                                                          \
     if (::resendd::test::on_postgres()) GTEST_SKIP() << "SQLite only: " << why; \
   } while (0)
 
