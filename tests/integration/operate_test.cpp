@@ -280,6 +280,17 @@ TEST(Reload, AQueuedJobWhoseRouteIsGoneIsDeadUnsentAndComesBackWithRetry) {
   EXPECT_EQ(json::parse(again.body)["count"], 1);
   ASSERT_TRUE(d.wait_log("job " + id + " attempt 3: succeeded")) << d.log();
   EXPECT_EQ(dest.count(), 2u);
+  // At start too: a job waiting to be tried again, the daemon stopped, and started with the
+  // route gone.
+  n = 0;
+  const auto later = job_id(post_resend(d, resend_body(dest.url("/a"))));
+  ASSERT_TRUE(d.wait_log("job " + later + " attempt 1: retry")) << d.log();
+  EXPECT_EQ(d.terminate(), 0) << d.log();
+  daemon_process restarted(dir, second);
+  EXPECT_TRUE(
+      restarted.wait_log("1 queued job(s) of route(s) [local], which the configuration no "
+                         "longer names"))
+      << restarted.log();
 }
 
 TEST(Reload, SighupAppliesRoutesTokensAndLogLevelAndABadFileChangesNothing) {
