@@ -235,9 +235,12 @@ asio::awaitable<token_grant> token_service::exchange_coze(std::string kid, int d
               {"code", "upstream_error"}};
     const std::string code =
         body.is_object() && body.contains("error_code") ? body["error_code"].dump() : "";
-    co_return failure(
-        502, "Coze refused the token exchange: HTTP " + std::to_string(r.status) + " " + code,
-        body);
+    // Logged with the answer's X-Tt-Logid, which Coze's support asks for; the caller gets
+    // Coze's JSON as it came.
+    co_return failure(502,
+                      "Coze refused the token exchange: HTTP " + std::to_string(r.status) + " " +
+                          code + (r.answer_id.empty() ? "" : "; " + r.answer_id),
+                      body);
   }
   if (body.is_discarded() || !body.is_object() || !body.contains("access_token") ||
       !body["access_token"].is_string() ||
@@ -283,6 +286,7 @@ asio::awaitable<token_grant> token_service::exchange_feishu() {
     if (body.is_object() && body.contains("code")) what += ", code " + body["code"].dump();
     if (body.is_object() && body.contains("msg") && body["msg"].is_string())
       what += ": " + body["msg"].get<std::string>();
+    if (!r.answer_id.empty()) what += "; " + r.answer_id;
     co_return failure(502, "Feishu refused the tenant token request: " + what);
   }
   token_grant g;

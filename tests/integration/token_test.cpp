@@ -141,6 +141,9 @@ TEST(Token, BadRequestsAndCozeErrors) {
   auto a = http_call(d.port(), "POST", "/token", token_request().dump());
   EXPECT_EQ(a.status, 502);
   EXPECT_EQ(json::parse(a.body)["error_code"], "app_not_found");
+  // Logged once, with the log id Coze's support asks for; the caller gets Coze's JSON as it came.
+  EXPECT_TRUE(d.wait_log("\"app_not_found\"; X-Tt-Logid fake-coze-logid-1")) << d.log();
+  EXPECT_EQ(a.body.find("fake-coze-logid"), std::string::npos) << a.body;
   coze.refuse(false);  // errors are not cached
   a = http_call(d.port(), "POST", "/token", token_request().dump());
   EXPECT_EQ(a.status, 200) << a.body << coze.last_error();
@@ -397,7 +400,7 @@ TEST(Credentials, AFailedMintCostsNoAttemptAndTheJobWaits) {
   std::atomic<int> asked{0};
   fake_server tenant([&](const received&) {
     // The token endpoint fails twice (an outage), then mints.
-    if (++asked <= 2) return fake_reply{503, "down"};
+    if (++asked <= 2) return fake_reply{503, "down", {{"X-Tt-Logid", "tenant-logid-1"}}};
     return fake_reply{
         200, json{{"code", 0}, {"msg", "ok"}, {"tenant_access_token", "t-minted"}, {"expire", 7200}}
                  .dump()};
@@ -415,6 +418,8 @@ TEST(Credentials, AFailedMintCostsNoAttemptAndTheJobWaits) {
   const auto tries = attempt_rows(d, id, "outcome, error");
   ASSERT_EQ(tries.size(), 3u);
   EXPECT_NE(tries[0][1].find("minting credentials"), std::string::npos) << tries[0][1];
+  EXPECT_NE(tries[0][1].find("HTTP 503; X-Tt-Logid tenant-logid-1"), std::string::npos)
+      << tries[0][1];
   // The job waited (backed off) between the failed mints, not retried at once.
   const auto gaps = sql_rows(
       d.db_path(), "select " + sql_ms_between("b.started_at", "a.started_at") +

@@ -117,7 +117,7 @@ class fake_coze {
     if (refuse_)
       return {400,
               json{{"error_code", "app_not_found"}, {"error_message", "no such app"}}.dump(),
-              {},
+              {{"X-Tt-Logid", "fake-coze-logid-1"}},
               false};
     const int n = ++exchanges_;
     {
