@@ -189,9 +189,20 @@ std::variant<store::new_job, intake_error> prepare_job(checked_body checked, std
   job.request = std::string(body);
   if (!idempotency_key.empty()) job.idempotency_key = std::string(idempotency_key);
   // Feishu idempotency: one client_token per job, sent on every attempt, unless the bot set one.
-  if (r->cfg.profile == "feishu" && takes_client_token(location) &&
-      !url->params().contains("client_token"))
-    job.client_token = uuid_v4();
+  // One the bot set must be a UUIDv4, given once: Feishu answers anything else with 1254037, and
+  // an empty one (a template's unfilled variable) might be read as none, leaving retries of the
+  // write unguarded. Refused now, not found dead (or doubled) later.
+  if (r->cfg.profile == "feishu" && takes_client_token(location)) {
+    const auto params = url->params();
+    if (!params.contains("client_token")) {
+      job.client_token = uuid_v4();
+    } else if (params.count("client_token") != 1 ||
+               !is_uuid_v4((*params.find("client_token")).value)) {
+      return bad("bad_location",
+                 "client_token must be one UUIDv4 (Feishu refuses anything else with 1254037), "
+                 "or left out: then resendd gives the job one");
+    }
+  }
   if (auto key = resource_key(r->cfg, location); !key.empty()) job.resource_key = std::move(key);
   return job;
 }

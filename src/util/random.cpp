@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstring>
 #include <stdexcept>
 
@@ -60,6 +61,16 @@ std::string uuid_v4() {
   b[6] = (b[6] & 0x0f) | 0x40;
   b[8] = (b[8] & 0x3f) | 0x80;
   return format_uuid(b);
+}
+
+bool is_uuid_v4(std::string_view s) {
+  if (s.size() != 36 || s[14] != '4') return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash != (s[i] == '-')) return false;
+    if (!dash && !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+  }
+  return std::string_view("89abAB").find(s[19]) != std::string_view::npos;  // the variant
 }
 
 std::string uuid_v7(sys_time now) {

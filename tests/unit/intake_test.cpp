@@ -51,6 +51,27 @@ TEST(Intake, KeepsTheBotsClientToken) {
   EXPECT_FALSE(std::get<store::new_job>(r).client_token);
 }
 
+TEST(Intake, ABotsClientTokenIsOneUuidV4OrRefused) {
+  const std::string v4 = "0b5c6c4e-0a8e-4a47-9d0a-1c1f6f3b3a11";
+  const std::vector<std::string> refused = {
+      "client_token=",
+      "client_token",
+      "client_token=abc",
+      "client_token=%20" + v4,
+      "client_token=0b5c6c4e-0a8e-7a47-9d0a-1c1f6f3b3a11",  // a UUIDv7
+      "client_token=" + v4 + "&client_token=" + v4,
+      "user_id_type=open_id&client_token=x"};
+  for (const auto& q : refused) {
+    const auto r = prep({{"location", bitable + "?" + q}});
+    EXPECT_EQ(code_of(r), "400 bad_location") << q;
+    if (auto* e = std::get_if<intake_error>(&r)) {
+      EXPECT_NE(e->message.find("UUIDv4"), std::string::npos) << e->message;
+    }
+  }
+  EXPECT_EQ(code_of(prep({{"location", bitable + "?user_id_type=open_id&client_token=" + v4}})),
+            "ok");
+}
+
 TEST(Intake, EachBadInputHasItsOwnError) {
   EXPECT_EQ(code_of(prep(json::array())), "400 bad_json");
   EXPECT_EQ(code_of(prep({{"x", 1}})), "400 bad_location");
@@ -174,12 +195,14 @@ TEST(Intake, RoutesDecideOnTheUrlThatIsSentAndOnTheMethod) {
   ASSERT_EQ(code_of(r), "ok");
   EXPECT_EQ(std::get<store::new_job>(r).location, bitable + "?user_id_type=open_id");
   // https's own port names the same origin as none; another port is another origin.
-  r = prep({{"location", "https://open.feishu.cn:443/open-apis/bitable/v1/apps/APP/tables/TBL/"
-                         "records/batch_create"}});
+  r = prep({{"location",
+             "https://open.feishu.cn:443/open-apis/bitable/v1/apps/APP/tables/TBL/"
+             "records/batch_create"}});
   ASSERT_EQ(code_of(r), "ok");
   EXPECT_EQ(std::get<store::new_job>(r).location, bitable);
-  EXPECT_EQ(code_of(prep({{"location", "https://open.feishu.cn:8443/open-apis/bitable/v1/apps/APP/"
-                                       "tables/TBL/records/batch_create"}})),
+  EXPECT_EQ(code_of(prep({{"location",
+                           "https://open.feishu.cn:8443/open-apis/bitable/v1/apps/APP/"
+                           "tables/TBL/records/batch_create"}})),
             "403 no_route");
 }
 

@@ -54,3 +54,17 @@ TEST(Random, ThreadsDrawDifferentBytes) {
   for (const auto& d : drawn) all.insert(d.begin(), d.end());
   EXPECT_EQ(all.size(), 2000u);
 }
+
+TEST(Random, IsUuidV4TakesExactlyTheTextOfAVersion4Uuid) {
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(is_uuid_v4(uuid_v4()));
+  EXPECT_TRUE(is_uuid_v4("0B5C6C4E-0A8E-4A47-9D0A-1C1F6F3B3A11"));  // either case
+  for (const char* s :
+       {"", "abc", "0b5c6c4e-0a8e-4a47-9d0a-1c1f6f3b3a1",  // one short
+        "0b5c6c4e-0a8e-4a47-9d0a-1c1f6f3b3a111",           // one long
+        "0b5c6c4e-0a8e-7a47-9d0a-1c1f6f3b3a11",            // version 7
+        "0b5c6c4e-0a8e-4a47-cd0a-1c1f6f3b3a11",            // another variant
+        "0b5c6c4e0a8e-4a47-9d0a-1c1f6f3b3a11-",            // dashes moved
+        "0b5c6c4e-0a8e-4a47-9d0a-1c1f6f3b3a1g", "{0b5c6c4e-0a8e-4a47-9d0a-1c1f6f3b}"})
+    EXPECT_FALSE(is_uuid_v4(s)) << s;
+  EXPECT_FALSE(is_uuid_v4(uuid_v7(sys_time{millis{1'800'000'000'000}})));
+}
