@@ -59,9 +59,10 @@ std::chrono::microseconds watchdog_interval() {
 }
 
 // Queued jobs of a route the configuration no longer names are dead at their next attempt unless
-// their location matches another route (delivery matches by location): said at start and at each
-// reload, while the route can still be brought back.
-void warn_of_unnamed_routes(const store::job_counts& counts, const route_table& routes,
+// their location matches another route (delivery matches by location); on PostgreSQL they are
+// left to a daemon whose routes take them. Said at start and at each reload, while the route can
+// still be brought back.
+void warn_of_unnamed_routes(const store::job_counts& counts, const route_table& routes, bool shared,
                             std::string_view when) {
   std::int64_t jobs = 0;
   std::string names;
@@ -71,7 +72,14 @@ void warn_of_unnamed_routes(const store::job_counts& counts, const route_table& 
     jobs += n;
     names += (names.empty() ? "" : ", ") + k.second;
   }
-  if (jobs > 0)
+  if (jobs == 0) return;
+  if (shared)  // PostgreSQL: another daemon may name them (dispatcher.cpp, unroutable)
+    spdlog::warn(
+        "{}{} queued job(s) of route(s) [{}], which this daemon's configuration does not name: "
+        "unless a route of it matches their location, it leaves them to a daemon whose routes "
+        "take them, and max_age ends those that none takes",
+        when, jobs, names);
+  else
     spdlog::warn(
         "{}{} queued job(s) of route(s) [{}], which the configuration no longer names: each is "
         "dead at its next attempt unless its location matches another route (bring the route "
@@ -309,7 +317,7 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
                  tls_again ? ", TLS certificate read again" : "",
                  rest.empty() ? "" : "; changed but kept until a restart: " + rest);
     set_log_level(cfg.log.level);  // after the line above, which a quieter level would hide
-    warn_of_unnamed_routes(queue.counts(), routes, "SIGHUP: ");
+    warn_of_unnamed_routes(queue.counts(), routes, shared, "SIGHUP: ");
   };
   await_hangup = [&] {
     hangups.async_wait([&](const boost::system::error_code& ec, int) {
@@ -374,7 +382,7 @@ int run_daemon(const config& initial, const clock& clk, std::function<config()> 
                cfg.server.tls_cert.empty() ? "http" : "https",
                shared ? mask_pg_url(cfg.store.url) : cfg.store.path, routes.all().size(),
                cfg.delivery.defaults.concurrency);
-  warn_of_unnamed_routes(queue.counts(), routes, "");
+  warn_of_unnamed_routes(queue.counts(), routes, shared, "");
   store.on_wake([&dispatch] { dispatch.wake(); });  // another daemon queued a job or freed a slot
   dispatch.start();
   alerts.start();

@@ -247,13 +247,19 @@ struct dispatcher::impl : std::enable_shared_from_this<dispatcher::impl> {
   asio::awaitable<verdict> attempt(const store::claimed_job& job, const route* r,
                                    attempt_result& result, std::string& used_token) {
     outbound_request out;
-    if (!r)
-      co_return verdict{outcome_kind::dead, {}, "location matches no configured route any more"};
+    // On a shared queue (PostgreSQL) another daemon may have a route this one lacks (a change of
+    // routes rolled out one daemon at a time): the job is left for it, no attempt used, instead
+    // of killed here; max_age still ends it. On SQLite this daemon is the only one.
+    const bool shared = cfg.store.backend == "postgres";
+    const auto unroutable = [shared](const std::string& why) {
+      return shared ? verdict{outcome_kind::not_sent,
+                              {},
+                              why + " in this daemon; left for a daemon whose routes take it"}
+                    : verdict{outcome_kind::dead, {}, why + " any more"};
+    };
+    if (!r) co_return unroutable("location matches no configured route");
     if (!allows_method(r->cfg, job.method))
-      co_return verdict{
-          outcome_kind::dead,
-          {},
-          "route " + r->cfg.name + " does not allow method " + job.method + " any more"};
+      co_return unroutable("route " + r->cfg.name + " does not allow method " + job.method);
     if (job.attempts - 1 >= r->settings.max_attempts)
       co_return verdict{outcome_kind::dead,
                         {},

@@ -21,8 +21,8 @@ using nlohmann::json;
 
 namespace {
 
-#define POSTGRES_ONLY()                                                                  \
-  do {                                                                                   \
+#define POSTGRES_ONLY()                                                                   \
+  do {                                                                                    \
     if (!on_postgres()) GTEST_SKIP() << "PostgreSQL only: several daemons share a queue"; \
   } while (0)
 
@@ -166,14 +166,14 @@ TEST(MultiDaemon, RouteConcurrencyHoldsAcrossDaemons) {
   for (int i = 0; i < 3; ++i) d.push_back(std::make_unique<daemon_process>(dir, cfg));
   constexpr int jobs = 300;
   for (int i = 0; i < jobs; ++i)
-    ASSERT_EQ(post_resend(*d[std::size_t(i % 3)],
-                          resend_body(dest.url("/x"), "c" + std::to_string(i)))
-                  .status,
-              202);
+    ASSERT_EQ(
+        post_resend(*d[std::size_t(i % 3)], resend_body(dest.url("/x"), "c" + std::to_string(i)))
+            .status,
+        202);
   ASSERT_TRUE(dest.wait_for(jobs, std::chrono::seconds(120)));
   const auto db = store_url(dir);
-  ASSERT_TRUE(db_reaches(db, "select count(*) from jobs where state = 'succeeded'",
-                         std::to_string(jobs)));
+  ASSERT_TRUE(
+      db_reaches(db, "select count(*) from jobs where state = 'succeeded'", std::to_string(jobs)));
   EXPECT_EQ(dest.count(), std::size_t(jobs));
   std::lock_guard lock(m);
   EXPECT_LE(most, 4);
@@ -212,7 +212,8 @@ TEST(MultiDaemon, SqliteQueueMovesToPostgresAndIsDelivered) {
   {
     daemon_process lite(dir, cfg, {{"RESENDD_STORE_BACKEND", "sqlite"}});
     for (int i = 0; i < jobs; ++i)
-      ASSERT_EQ(post_resend(lite, resend_body(dest.url("/x"), "m" + std::to_string(i))).status, 202);
+      ASSERT_EQ(post_resend(lite, resend_body(dest.url("/x"), "m" + std::to_string(i))).status,
+                202);
     ASSERT_TRUE(dest.wait_for(2 * jobs)) << lite.log();
     // Every job tried (and recorded) in SQLite: the requests above may fall unevenly (under
     // ASan one job was retried before another's first try, and its attempt log began in PG).
@@ -236,8 +237,9 @@ TEST(MultiDaemon, SqliteQueueMovesToPostgresAndIsDelivered) {
   EXPECT_EQ(sql_value(db, "select count(*) from jobs where state = 'succeeded'"),
             std::to_string(jobs));
   // The attempt log goes on from where SQLite left it.
-  EXPECT_EQ(sql_value(db, "select count(*) from attempts a join attempts b on b.job_id = a.job_id "
-                          "and b.n = a.n + 1 where b.outcome = 'succeeded'"),
+  EXPECT_EQ(sql_value(db,
+                      "select count(*) from attempts a join attempts b on b.job_id = a.job_id "
+                      "and b.n = a.n + 1 where b.outcome = 'succeeded'"),
             std::to_string(jobs));
 }
 
@@ -261,9 +263,10 @@ TEST(MultiDaemon, ADaemonStartingNeverRequeuesAnotherLiveDaemonsDeliveries) {
   const auto owner = sql_value(db, "select min(claimed_by) from jobs");
   // Two more daemons with the same name start (slots #2 and #3) and re-queue nothing of it.
   daemon_process second(dir, cfg), third(dir, cfg);
-  EXPECT_EQ(sql_value(db, "select count(*) from jobs where state = 'delivering' and claimed_by = '" +
-                              owner + "'"),
-            "3");
+  EXPECT_EQ(
+      sql_value(db, "select count(*) from jobs where state = 'delivering' and claimed_by = '" +
+                        owner + "'"),
+      "3");
   EXPECT_EQ(sql_value(db, "select count(distinct claimed_by) from jobs"), "1");
   EXPECT_EQ(second.log().find("queued again"), std::string::npos) << second.log();
   {
@@ -309,7 +312,7 @@ TEST(MultiDaemon, ExpiredLeaseIsTakenOverAndTheLateOutcomeIsFenced) {
   const auto by_a = claim(a, t0);
   ASSERT_EQ(by_a.jobs.size(), 1u) << by_a.error;
   EXPECT_TRUE(claim(b, t0 + millis{500}).jobs.empty());  // A's lease still holds
-  const auto by_b = claim(b, t0 + millis{1500});           // it has expired
+  const auto by_b = claim(b, t0 + millis{1500});         // it has expired
   ASSERT_EQ(by_b.jobs.size(), 1u) << by_b.error;
   EXPECT_EQ(by_b.reclaimed, 1);
   EXPECT_GT(by_b.jobs[0].claim_no, by_a.jobs[0].claim_no);
@@ -338,4 +341,47 @@ TEST(MultiDaemon, ExpiredLeaseIsTakenOverAndTheLateOutcomeIsFenced) {
   EXPECT_EQ(a.requeue_delivering(t0 + millis{1700}, true), 0);
   a.close();
   b.close();
+}
+
+TEST(MultiDaemon, ADaemonWithoutAJobsRouteLeavesItForADaemonThatHasIt) {
+  POSTGRES_ONLY();
+  temp_dir dir;
+  std::atomic<int> n{0};
+  fake_server dest([&](const received&) {
+    fake_reply r{};
+    if (++n == 1) {
+      r = fake_reply{503, "{}"};
+      r.headers.emplace_back("Retry-After", "1");
+    }
+    return r;
+  });
+  // A route added to one daemon before the other (a rolling change): only `newer` has route y.
+  const auto older = test_config(R"(^http://127\.0\.0\.1:\d+/a$)", "", "");
+  const auto newer = older +
+                     "\n[[routes]]\nname = \"y\"\nmatch = '^http://127\\.0\\.0\\.1:\\d+/y$'\n"
+                     "allow_private_networks = true\n";
+  std::string id;
+  {
+    daemon_process b(dir, newer);
+    id = job_id(post_resend(b, resend_body(dest.url("/y"))));
+    ASSERT_TRUE(b.wait_log("job " + id + " attempt 1: retry")) << b.log();
+    EXPECT_EQ(b.terminate(), 0) << b.log();
+  }
+  // The older daemon alone: it takes the job, finds no route of its own for it and leaves it
+  // queued without using an attempt (before: dead, "matches no configured route any more").
+  daemon_process a(dir, older);
+  EXPECT_TRUE(a.wait_log("1 queued job(s) of route(s) [y]")) << a.log();
+  ASSERT_TRUE(a.wait_log("job " + id +
+                         " attempt 2: retry (location matches no configured route in this daemon; "
+                         "left for a daemon whose routes take it)"))
+      << a.log();
+  const auto db = store_url(dir);
+  EXPECT_EQ(sql_value(db, "select state || ' ' || attempts from jobs where id = '" + id + "'"),
+            "queued 1");
+  EXPECT_EQ(dest.count(), 1u);
+  // A daemon that has the route comes back: it delivers the job.
+  daemon_process b(dir, newer);
+  ASSERT_TRUE(dest.wait_for(2, std::chrono::seconds(30)));
+  ASSERT_TRUE(db_reaches(db, "select state from jobs where id = '" + id + "'", "succeeded"));
+  EXPECT_EQ(dest.count(), 2u);
 }
