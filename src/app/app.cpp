@@ -67,10 +67,11 @@ void warn_of_unnamed_routes(const store::job_counts& counts, const route_table& 
   std::int64_t jobs = 0;
   std::string names;
   for (const auto& [k, n] : counts) {
-    const auto named = [&k](const auto& r) { return r->cfg.name == k.second; };
+    const std::string& route = k.second;  // (clang 14 captures no structured binding)
+    const auto named = [&route](const auto& r) { return r->cfg.name == route; };
     if (k.first != "queued" || n <= 0 || std::ranges::any_of(routes.all(), named)) continue;
     jobs += n;
-    names += (names.empty() ? "" : ", ") + k.second;
+    names += (names.empty() ? "" : ", ") + route;
   }
   if (jobs == 0) return;
   if (shared)  // PostgreSQL: another daemon may name them (dispatcher.cpp, unroutable)
