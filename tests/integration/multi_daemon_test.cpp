@@ -347,14 +347,7 @@ TEST(MultiDaemon, ADaemonWithoutAJobsRouteLeavesItForADaemonThatHasIt) {
   POSTGRES_ONLY();
   temp_dir dir;
   std::atomic<int> n{0};
-  fake_server dest([&](const received&) {
-    fake_reply r{};
-    if (++n == 1) {
-      r = fake_reply{503, "{}"};
-      r.headers.emplace_back("Retry-After", "1");
-    }
-    return r;
-  });
+  fake_server dest(busy_once(n, "1"));
   // A route added to one daemon before the other (a rolling change): only `newer` has route y.
   const auto older = test_config(R"(^http://127\.0\.0\.1:\d+/a$)", "", "");
   const auto newer = older +

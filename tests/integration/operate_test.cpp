@@ -242,14 +242,7 @@ TEST(Alerts, ADeathWhoseAlertWasLostToACrashIsReportedAtTheNextStart) {
 TEST(Reload, AQueuedJobWhoseRouteIsGoneIsNeverSentAndComesBackWithItsRoute) {
   temp_dir dir;
   std::atomic<int> n{0};
-  fake_server dest([&](const received&) {
-    fake_reply r{};
-    if (++n == 1) {
-      r = fake_reply{503, "{}"};
-      r.headers.emplace_back("Retry-After", "3");
-    }
-    return r;
-  });
+  fake_server dest(busy_once(n, "3"));
   const auto first = test_config(R"(^http://127\.0\.0\.1:\d+/a$)", "", "");
   daemon_process d(dir, first);
   const auto id = job_id(post_resend(d, resend_body(dest.url("/a"))));

@@ -1,11 +1,12 @@
 #pragma once
 // Helpers shared by the integration tests: configs for a daemon delivering to fake destinations
 // on 127.0.0.1, and /resend bodies.
-#include <nlohmann/json.hpp>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "support/daemon.h"
@@ -37,6 +38,20 @@ allow_private_networks = true
 // A generic route for every http://127.0.0.1:PORT/ location.
 inline std::string local_config(const std::string& route_keys = "", const std::string& extra = "") {
   return test_config(R"(^http://127\.0\.0\.1:\d+/.*$)", route_keys, extra);
+}
+
+// A destination that keeps a job queued for a while: the request that brings `n` to 1 is answered
+// 503 with `Retry-After: retry_after` (seconds), every other one 200. Setting `n` back to 0 makes
+// the next request a 503 again.
+inline fake_server::handler busy_once(std::atomic<int>& n, std::string retry_after) {
+  return [&n, retry_after = std::move(retry_after)](const received&) {
+    fake_reply r{};
+    if (++n == 1) {
+      r = fake_reply{503, "{}"};
+      r.headers.emplace_back("Retry-After", retry_after);
+    }
+    return r;
+  };
 }
 
 // The seed's request: Bitable fields sent as a JSON string, with a json_parse command.
@@ -82,8 +97,7 @@ inline std::map<std::string, double> scrape_metrics(const daemon_process& d, con
   std::ifstream in(dir.file("metrics.json"));
   std::map<std::string, double> out;
   const auto parsed = nlohmann::json::parse(in);
-  for (const auto& [k, v] : parsed.items())
-    out[k] = v.is_number() ? v.get<double>() : std::nan("");
+  for (const auto& [k, v] : parsed.items()) out[k] = v.is_number() ? v.get<double>() : std::nan("");
   return out;
 }
 
